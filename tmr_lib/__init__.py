@@ -1,0 +1,1 @@
+"""TMR Kit library."""

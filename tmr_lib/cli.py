@@ -1,0 +1,123 @@
+"""The `tmr` command line (also `python -m tmr_lib`).
+
+    tmr data build --preset cpu --out data/tmr-cpu     build a competition (answers kept apart)
+    tmr data summary data/tmr-cpu                      describe a built competition
+    tmr data sheet data/tmr-cpu --out sheet.png        contact sheet of examples per category
+    tmr demo                                           the main job (see README)
+
+Heavy libraries (torch) are imported only by the commands that need them.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+
+def _add_data_commands(sub) -> None:
+    data = sub.add_parser("data", help="build, describe and look at competition datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+
+    b = dsub.add_parser("build", help="build a competition in the real JPO format",
+                        description="Build a competition: a participant folder in the real format and a "
+                                    "separate host folder with the test answers.")
+    b.add_argument("--preset", default="cpu", choices=["ci", "cpu", "full"],
+                   help="size: ci (seconds, <1k cites), cpu (default, ~15k cites), full (200k cites)")
+    b.add_argument("--out", default=None, help="participant folder (default data/tmr-<preset>)")
+    b.add_argument("--host-out", default=None, help="host folder for the answers (default <out>-host)")
+    b.add_argument("--seed", type=int, default=0, help="same seed, same dataset and ids (default 0)")
+    b.add_argument("--marks-dir", default=None, help="build from your own folder of marks (PNG, JPEG or SVG)")
+    b.add_argument("--workers", type=int, default=None, help="rendering processes (default: all cores)")
+    b.add_argument("--force", action="store_true", help="replace whatever --out already holds")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_build)
+
+    s = dsub.add_parser("summary", help="describe a built competition")
+    s.add_argument("folder")
+    s.add_argument("--host", default=None, help="host folder (default <folder>-host)")
+    s.set_defaults(func=_cmd_summary)
+
+    c = dsub.add_parser("sheet", help="contact sheet: train examples of each category as a PNG")
+    c.add_argument("folder")
+    c.add_argument("--out", default=None, help="PNG path (default <folder>-host/contact_sheet.png)")
+    c.add_argument("--per-category", type=int, default=4)
+    c.set_defaults(func=_cmd_sheet)
+
+
+def _cmd_build(args) -> int:
+    from .builder import build_competition, existing_build, summary_text
+
+    out = Path(args.out or f"data/tmr-{args.preset}")
+    before = existing_build(out)
+    out, host = build_competition(out, preset=args.preset, seed=args.seed, marks_dir=args.marks_dir,
+                                  host_out=args.host_out, workers=args.workers, force=args.force,
+                                  progress=not args.quiet)
+    if before is not None and not args.force and existing_build(out) == before:
+        print(f"{out} already holds this dataset (preset {args.preset}, seed {args.seed}); nothing to do.")
+    print(summary_text(out, host))
+    return 0
+
+
+def _cmd_summary(args) -> int:
+    from .builder import existing_build, summary_text
+
+    if existing_build(Path(args.folder)) is None:
+        from .data import load_competition
+
+        print(load_competition(args.folder, check_images=False).summary())
+        return 0
+    print(summary_text(args.folder, args.host))
+    return 0
+
+
+def _cmd_sheet(args) -> int:
+    from .builder import host_dir_for
+    from .viz import contact_sheet
+
+    out = Path(args.out) if args.out else host_dir_for(Path(args.folder)) / "contact_sheet.png"
+    contact_sheet(args.folder, out, per_category=args.per_category)
+    print(f"contact sheet written to {out}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    """Foundation demo: build the dataset if missing and describe it (the pipeline comes next)."""
+    from .builder import ensure_dataset, summary_text
+
+    out, host = ensure_dataset(args.preset if args.preset in ("ci", "cpu", "full") else "cpu", args.data)
+    print(summary_text(out, host))
+    print("\nThe training pipeline is not in the kit yet: this demo only builds and describes the dataset.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tmr", description="TMR Kit: trademark image retrieval, end to end.")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    if importlib.util.find_spec("tmr_lib.pipeline_cli") is not None:
+        from . import pipeline_cli
+
+        pipeline_cli.register(sub)
+    else:
+        d = sub.add_parser("demo", help="build the default dataset if missing and describe it")
+        d.add_argument("--preset", default="cpu")
+        d.add_argument("--data", default=None, help="participant folder (default data/tmr-<preset>)")
+        d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
