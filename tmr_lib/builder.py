@@ -230,6 +230,10 @@ def _render_query(job: tuple[int, str]) -> tuple[int, str, float, int, bytes | N
     for attempt in range(6):
         rng = _rng(plan.seed, 4, q, attempt)
         scene, ops, how = scenes.derive_query(cite, int(plan.query_category[q]), rng, plan.n_refs)
+        if attempt >= 3:  # e.g. a symmetric mark whose rotation looks the same: redraw it less faithfully
+            ops = ops + [{"op": "rotate", "deg": float(rng.choice([-1, 1]) * rng.uniform(4, 8))},
+                         {"op": "lowres", "factor": float(rng.uniform(1.5, 2.5))}]
+            how += "+redrawn"
         item = {"scene": scene, "ops": ops, "seed": q, "margin": float(rng.uniform(0.0, 0.2))}
         img = scenes.render_item(item, refs, size)
         dist = scenes.thumb_distance(scenes.thumbnail(img), cite_thumb)

@@ -220,7 +220,7 @@ def _load_user_source(path: str) -> Image.Image:
             if np.asarray(rgba.getchannel("A")).min() < 250:
                 return _crop_to_ink(rgba)
             im = rgba.convert("RGB")
-        rgb = np.asarray(im.convert("RGB")).astype(np.int16)
+        rgb = np.asarray(im.convert("RGB")).astype(np.int32)
     # Ink = anything not near-white; keep the mark's own colours.
     alpha = np.clip((255 - rgb.min(axis=2)) * 255 // 48, 0, 255).astype(np.uint8)
     if alpha.max() == 0:
