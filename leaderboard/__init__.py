@@ -1,0 +1,44 @@
+"""TMR Kit's local leaderboard: Kaggle-style rules for an in-house competition.
+
+Host (command line)::
+
+    python -m leaderboard init data/tmr-cpu-host --team alpha --team beta
+    python -m leaderboard serve                 # http://127.0.0.1:8000/
+    python -m leaderboard close
+
+Notebook::
+
+    import leaderboard
+    leaderboard.check(df)                       # the leaderboard's validation, no quota used
+    leaderboard.submit(df, team="alpha")        # or a path to a CSV
+    leaderboard.board()                         # ipywidgets view with a refresh button
+
+Torch-free; heavy pieces (Flask, ipywidgets, pandas) are imported only when used.
+"""
+
+from .core import (
+    AuthError,
+    Competition,
+    InvalidSubmission,
+    LeaderboardError,
+    QuotaExceeded,
+    SubmissionsClosed,
+    SubmitResult,
+    find_competition,
+)
+from .notebook import board, check, show, submit
+
+__all__ = [
+    "AuthError",
+    "Competition",
+    "InvalidSubmission",
+    "LeaderboardError",
+    "QuotaExceeded",
+    "SubmissionsClosed",
+    "SubmitResult",
+    "board",
+    "check",
+    "find_competition",
+    "show",
+    "submit",
+]
