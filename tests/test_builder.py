@@ -173,6 +173,25 @@ def test_build_from_the_users_own_marks(tmp_path):
     assert json.loads((out / "dataset.json").read_text())["marks"] == str(marks.resolve())
 
 
+def test_identical_drawings_are_redrawn_not_kept(tmp_path):
+    """13 marks and 400 cites: the same mark, frame and colour come up again and again."""
+    marks = tmp_path / "marks"
+    _user_marks(marks)
+    tiny = replace(BUILD_PRESETS["ci"], name="crowded", n_cite=400, n_train_queries=40, n_test_queries=20,
+                   image_size=64)
+    out, host = build_competition(tmp_path / "crowded", preset=tiny, marks_dir=marks, workers=1, progress=False)
+    report = json.loads((host / "build_report.json").read_text())
+    assert report["duplicates_redrawn"] > 0
+    comp = load_competition(out)
+    hashes = set()
+    for p in comp.cite["path"]:
+        with Image.open(p) as im:
+            hashes.add(hashlib.sha1(im.convert("RGB").tobytes() + repr(im.size).encode()).hexdigest())
+    assert len(hashes) == len(comp.cite) >= 390
+    cites = set(comp.cite["gid"])
+    assert all(set(a) <= cites for a in load_answers(host)["cite_gids"])
+
+
 def test_users_marks_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

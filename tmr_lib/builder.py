@@ -91,7 +91,9 @@ class Plan:
     answers: list[list[int]]  # correct cite indices per query
     dropped: set
 
-    def cite_scene(self, i: int) -> dict:
+    def cite_scene(self, i: int, attempt: int = 0) -> dict:
+        if attempt:  # a redraw of a cite whose first drawing collided with another cite's pixels
+            return scenes.variant_registration(self.cite_scene(i), _rng(self.seed, 6, i, attempt))
         if i >= self.n_primary:
             j = i - self.n_primary
             return scenes.variant_registration(self.cite_scene(self.variant_of[j]), _rng(self.seed, 3, j))
@@ -207,11 +209,11 @@ def _init_worker(refs: list[MarkRef], plan: Plan, root: str) -> None:
     _W.update(refs=refs, plan=plan, root=root)
 
 
-def _render_cite(job: tuple[int, str]) -> tuple[int, str, bytes | None]:
-    i, gid = job
+def _render_cite(job: tuple[int, str, int]) -> tuple[int, str, bytes | None]:
+    i, gid, attempt = job
     plan: Plan = _W["plan"]
-    rng = _rng(plan.seed, 2, i)
-    item = {"scene": plan.cite_scene(i), "ops": [], "seed": i, "margin": float(rng.uniform(0.0, 0.15))}
+    rng = _rng(plan.seed, 2, i, attempt)
+    item = {"scene": plan.cite_scene(i, attempt), "ops": [], "seed": i, "margin": float(rng.uniform(0.0, 0.15))}
     img = scenes.render_item(item, _W["refs"], plan.preset.image_size)
     digest = hashlib.sha1(img.tobytes() + repr(img.size).encode()).hexdigest()
     _write_jpeg(Path(_W["root"]) / "cite_images" / gid / f"{gid}.jpg", img, int(rng.integers(82, 96)))
@@ -351,7 +353,8 @@ def build_competition(
             "answers": "answers.csv",
         }
         (tmp_host / "host.json").write_text(json.dumps(host_json, indent=2) + "\n", encoding="utf-8")
-        public = {k: v for k, v in report.items() if k not in ("cite_kept", "thumbs_cite", "thumbs_query", "query_how")}
+        public = {k: v for k, v in report.items()
+                  if k not in ("cite_kept", "thumbs_cite", "thumbs_query", "query_how", "alias")}
         (tmp_host / "build_report.json").write_text(json.dumps(public, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _stamp_times(tmp)
         # Swap into place: host first, participant last (its dataset.json marks a complete build).
@@ -374,10 +377,11 @@ def build_competition(
 
 def _render_all(plan, refs, cite_gid, apply_gid, root: Path, workers, progress, tqdm) -> dict:
     workers = workers or cpu_count()
-    cite_jobs = [(i, cite_gid[i]) for i in range(plan.n_cite) if i not in plan.dropped]
+    cite_jobs = [(i, cite_gid[i], 0) for i in range(plan.n_cite) if i not in plan.dropped]
     query_jobs = [(q, apply_gid[q]) for q in range(len(plan.query_cite))]
     digests: dict[str, int] = {}
     duplicates: list[int] = []
+    alias: dict[int, int] = {}
     thumbs_cite: dict[int, bytes] = {}
     thumbs_query: dict[int, bytes] = {}
     how: dict[int, str] = {}
@@ -391,26 +395,58 @@ def _render_all(plan, refs, cite_gid, apply_gid, root: Path, workers, progress, 
     ) as pool:
         bar = tqdm(total=len(cite_jobs) + len(query_jobs), desc=f"rendering {plan.preset.name}", unit="img",
                    disable=not progress, mininterval=0.5)
-        for i, digest, thumb in pool.imap(_render_cite, cite_jobs, chunksize=chunks):
-            if digest in digests:
-                if i in answer_cites:
-                    raise BuildError(f"cite {i} renders identical to cite {digests[digest]}")
-                duplicates.append(i)
-                shutil.rmtree(root / "cite_images" / cite_gid[i], ignore_errors=True)
-            else:
-                digests[digest] = i
-                if thumb is not None:
-                    thumbs_cite[i] = thumb
-            bar.update()
+        # Identical drawings happen at scale (same mark, frame and colour): the later distractor
+        # is redrawn with a variation; an answer keeps its drawing and pushes the distractor
+        # out instead; two identical answers become one cite that answers both queries.
+        attempt_of: dict[int, int] = {}
+        digest_of: dict[int, str] = {}
+        jobs = cite_jobs
+        for round_ in range(6):
+            redo = []
+            for i, digest, thumb in pool.imap(_render_cite, jobs, chunksize=chunks if round_ == 0 else 1):
+                j = digests.get(digest)
+                if j is not None and j != i:
+                    if i in answer_cites and j in answer_cites:
+                        alias[i] = j
+                        duplicates.append(i)
+                        shutil.rmtree(root / "cite_images" / cite_gid[i], ignore_errors=True)
+                    else:
+                        loser = j if i in answer_cites else i
+                        if loser == j:
+                            digests[digest] = i
+                            digest_of[i] = digest
+                            thumbs_cite[i] = thumb
+                        attempt_of[loser] = attempt_of.get(loser, 0) + 1
+                        redo.append((loser, cite_gid[loser], attempt_of[loser]))
+                else:
+                    digests[digest] = i
+                    digest_of[i] = digest
+                    if thumb is not None:
+                        thumbs_cite[i] = thumb
+                if round_ == 0:
+                    bar.update()
+            if not redo:
+                break
+            for loser, _, _ in redo:
+                if digest_of.get(loser) and digests.get(digest_of[loser]) == loser:
+                    del digests[digest_of[loser]]
+                thumbs_cite.pop(loser, None)
+            jobs = redo
+        else:
+            for loser, _, _ in jobs:
+                duplicates.append(loser)
+                shutil.rmtree(root / "cite_images" / cite_gid[loser], ignore_errors=True)
         for q, h, d, a, thumb in pool.imap(_render_query, query_jobs, chunksize=max(1, chunks // 4)):
             how[q], dists[q], attempts[q] = h, d, a
             if thumb is not None:
                 thumbs_query[q] = thumb
             bar.update()
         bar.close()
-    kept = sorted(set(i for i, _ in cite_jobs) - set(duplicates))
+    kept = sorted(set(i for i, _, _ in cite_jobs) - set(duplicates))
     return {
         "cite_kept": kept,
+        "alias": alias,
+        "duplicates_redrawn": sum(attempt_of.values()),
         "duplicates_dropped": len(duplicates),
         "thumbs_cite": thumbs_cite,
         "thumbs_query": thumbs_query,
@@ -447,7 +483,8 @@ def _write_tables(plan: Plan, cite_gid, apply_gid, report, root: Path, host: Pat
     for q in range(len(plan.query_cite)):
         g = apply_gid[q]
         cat = int(plan.query_category[q])
-        ans = [cite_gid[c] for c in plan.answers[q] if c in kept_set]
+        alias = report["alias"]
+        ans = sorted({cite_gid[alias.get(c, c)] for c in plan.answers[q] if alias.get(c, c) in kept_set})
         if plan.query_is_test[q]:
             rows_test.append((g, f"{g}/{g}.jpg"))
             rows_ans.append((g, " ".join(sorted(ans)), cat))
@@ -506,7 +543,7 @@ def _pixel_baseline(plan, report, kept, answers, apply_gid, cite_gid) -> dict:
     kept_arr = np.asarray(kept)
     hits_by_cat: dict[int, list[bool]] = {}
     for row, q in zip(top, test_q):
-        ans = set(plan.answers[q])
+        ans = {report["alias"].get(c, c) for c in plan.answers[q]}
         hit = bool(ans.intersection(kept_arr[row].tolist()))
         hits_by_cat.setdefault(int(plan.query_category[q]), []).append(hit)
     allhits = [h for v in hits_by_cat.values() for h in v]
