@@ -91,10 +91,43 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _add_pretrain_commands(sub) -> None:
+    p = sub.add_parser("pretrain", help="self-supervised pretraining of a mark encoder (CPU or GPU)",
+                       description="Pretrain a small encoder on open marks with NT-Xent; resumable.")
+    p.add_argument("--out", default="runs/pretrain", help="folder for last.pt, history and the pair pool")
+    p.add_argument("--backbone", default="mobilenetv3_large_100")
+    p.add_argument("--image-size", type=int, default=112)
+    p.add_argument("--n-pairs", type=int, default=20000, help="rendered pairs in the pool")
+    p.add_argument("--batch-pairs", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--minutes", type=float, default=30.0, help="stop after this long (a checkpoint is kept)")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--pool", default=None, help="where the pair pool .npy lives (default inside --out)")
+    p.add_argument("--resume", default=None, help="continue from a last.pt")
+    p.add_argument("--export", default=None, help="also write the fp16 safetensors weights here")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_pretrain)
+
+
+def _cmd_pretrain(args) -> int:
+    from .pretrain import PretrainConfig, export_weights, pretrain
+
+    cfg = PretrainConfig(backbone=args.backbone, image_size=args.image_size, n_pairs=args.n_pairs,
+                         batch_pairs=args.batch_pairs, lr=args.lr, minutes=args.minutes,
+                         max_steps=args.max_steps, workers=args.workers, seed=args.seed)
+    ck = pretrain(cfg, args.out, resume=args.resume, pool_path=args.pool)
+    print(f"checkpoint: {ck}")
+    if args.export:
+        print(f"weights: {export_weights(ck, args.export)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tmr", description="TMR Kit: trademark image retrieval, end to end.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
+    _add_pretrain_commands(sub)
     if importlib.util.find_spec("tmr_lib.pipeline_cli") is not None:
         from . import pipeline_cli
 

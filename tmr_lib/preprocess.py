@@ -68,7 +68,12 @@ def open_image(path: str | Path) -> Image.Image:
 
 def load_mark(path: str | Path, size: int | None = None, threshold: int = 240) -> Image.Image:
     """Read a mark the way every stage sees it: trimmed, padded to square, optionally resized."""
-    img = pad_to_square(trim_margins(open_image(path), threshold))
+    return load_mark_image(open_image(path), size, threshold)
+
+
+def load_mark_image(img: Image.Image, size: int | None = None, threshold: int = 240) -> Image.Image:
+    """`load_mark` for an image already in memory."""
+    img = pad_to_square(trim_margins(img, threshold))
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
     return img

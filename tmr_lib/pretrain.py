@@ -1,0 +1,375 @@
+"""Self-supervised pretraining of a small mark encoder on every mark the kit can obtain offline.
+
+Why: on a CPU, starting weights matter more than anything else. A random encoder trained for
+minutes barely beats raw pixels, and ImageNet weights need a hub that offline machines cannot
+reach. So the kit pretrains its own starting point on open marks:
+
+- a *pair pool*: random trademark scenes (the builder's base marks and composites) each drawn
+  twice, once as registered and once changed the way the four competition categories change a
+  mark (redrawn, part of a larger mark or a part of it, recoloured or inverted, rotated or
+  mirrored); rendered once in parallel into a uint8 array;
+- batched tensor augmentation on top (zoom, crop, flip, quarter turns, colour mixing, gray,
+  inversion, blur) with one affine `grid_sample` per batch, so the data path never starves;
+- NT-Xent (SimCLR's loss, from pytorch-metric-learning): each pair's two views attract, every
+  other image in the batch repels.
+
+Honest evaluation: whole marks (10%) and one whole icon family (DejaVu dingbats) are held out of
+the pool; `evaluate_heldout` scores retrieval on scenes made only of held-out marks.
+
+    python -m tmr_lib pretrain --minutes 5 --out runs/pretrain        # CPU or GPU
+    python -m tmr_lib pretrain --resume runs/pretrain/last.pt --minutes 60
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from . import scenes
+from .marks import MarkRef, cpu_count, default_catalogue
+
+HOLDOUT_FAMILY = "dejavu-dingbats"
+CATEGORY_P = {2: 0.3, 3: 0.4, 4: 0.15, 5: 0.15}
+
+
+@dataclass
+class PretrainConfig:
+    backbone: str = "mobilenetv3_large_100"
+    image_size: int = 112  # model input
+    pool_size: int = 128  # rendered canvas of the pair pool
+    embed_dim: int = 512
+    n_pairs: int = 20000
+    batch_pairs: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 200
+    temperature: float = 0.1
+    minutes: float = 5.0
+    max_steps: int | None = None
+    holdout_family: str = HOLDOUT_FAMILY
+    holdout_frac: float = 0.1
+    seed: int = 0
+    workers: int | None = None
+    device: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def split_marks(refs: list[MarkRef], seed: int = 0, family: str = HOLDOUT_FAMILY, frac: float = 0.1):
+    """Indices of pretraining marks and held-out marks (one whole family + `frac` of the rest)."""
+    rng = np.random.default_rng([seed, 11])
+    fam = np.array([r.family == family for r in refs])
+    rest = np.flatnonzero(~fam)
+    held_rest = rng.choice(rest, int(round(len(rest) * frac)), replace=False)
+    held = np.sort(np.concatenate([np.flatnonzero(fam), held_rest]))
+    train = np.setdiff1d(np.arange(len(refs)), held)
+    return train, held
+
+
+# --------------------------------------------------------------------------- the pair pool
+
+_P: dict = {}
+
+
+def _pool_init(refs, size, seed, path, n) -> None:
+    _P.update(refs=refs, size=size, seed=seed, arr=np.lib.format.open_memmap(path, mode="r+"), n=n)
+
+
+def render_pair(refs: list[MarkRef], i: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Scene i drawn as registered (view A) and as changed by a random category (view B)."""
+    from .preprocess import load_mark_image
+
+    rng = np.random.default_rng([seed, 7, i])
+    layout = str(rng.choice(scenes.LAYOUTS, p=scenes.LAYOUT_WEIGHTS))
+    scene = scenes.random_scene(rng, len(refs), layout)
+    cat = int(rng.choice(list(CATEGORY_P), p=list(CATEGORY_P.values())))
+    if cat == 5 and not scene["marks"]:
+        cat = 4
+    q, ops, _ = scenes.derive_query(scene, cat, rng, len(refs))
+    canvas = max(size * 2, 160)
+    a = scenes.render_item({"scene": scene, "ops": [], "seed": i, "margin": 0.0}, refs, canvas)
+    b = scenes.render_item({"scene": q, "ops": ops, "seed": i, "margin": 0.0}, refs, canvas)
+    return np.asarray(load_mark_image(a, size)), np.asarray(load_mark_image(b, size)), cat
+
+
+def _pool_job(i: int) -> int:
+    a, b, cat = render_pair(_P["refs"], i, _P["size"], _P["seed"])
+    _P["arr"][i, 0] = a
+    _P["arr"][i, 1] = b
+    return cat
+
+
+def render_pool(refs: list[MarkRef], n: int, size: int, seed: int, path: str | Path,
+                workers: int | None = None, progress: bool = True) -> np.ndarray:
+    """Render n pairs into a .npy memmap (n, 2, size, size, 3) uint8, in parallel."""
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, 2, size, size, 3))
+    del arr
+    workers = workers or cpu_count()
+    ctx = get_context("spawn")
+    with ctx.Pool(workers, initializer=_pool_init, initargs=(refs, size, seed, str(path), n)) as pool:
+        for _ in tqdm(pool.imap_unordered(_pool_job, range(n), chunksize=64), total=n, desc="rendering pairs",
+                      disable=not progress, mininterval=1.0):
+            pass
+    return np.load(path, mmap_mode="r")
+
+
+# --------------------------------------------------------------------------- batched augmentation
+
+
+def augment_batch(x, out: int, generator=None):
+    """uint8 (B, 3, S, S) -> augmented float (B, 3, out, out), a new draw per image, one kernel each.
+
+    Geometry (zoom in 0.55-1 or out to 1.3, shift, small tilt, quarter turns, mirror) is one
+    affine grid per image applied with grid_sample on white; colour is a per-image channel mix,
+    gray, inversion; a few images are blurred.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    B = x.shape[0]
+    dev = x.device
+    g = generator
+
+    def U(lo, hi, n=B):
+        return torch.rand(n, device=dev, generator=g) * (hi - lo) + lo
+
+    zoom = torch.where(torch.rand(B, device=dev, generator=g) < 0.25, U(1.0, 1.3), U(0.55, 1.0))
+    ang = U(-0.2, 0.2) + (torch.randint(0, 4, (B,), device=dev, generator=g) * (math.pi / 2)) * (
+        torch.rand(B, device=dev, generator=g) < 0.25)
+    flip = torch.where(torch.rand(B, device=dev, generator=g) < 0.5, -1.0, 1.0)
+    tx, ty = U(-0.15, 0.15), U(-0.15, 0.15)
+    cos, sin = torch.cos(ang) * zoom, torch.sin(ang) * zoom
+    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+    xf = x.float().div_(255.0)
+    grid = F.affine_grid(theta, (B, 3, out, out), align_corners=False)
+    y = F.grid_sample(xf - 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1.0
+
+    # colour: mix channels near identity or permute, gray, invert
+    mix = torch.eye(3, device=dev).expand(B, 3, 3).clone()
+    perm = torch.rand(B, device=dev, generator=g) < 0.3
+    if perm.any():
+        idx = torch.rand(int(perm.sum()), 3, device=dev, generator=g).argsort(dim=1)
+        mix[perm] = torch.eye(3, device=dev)[idx]
+    mix = mix + 0.15 * torch.randn(B, 3, 3, device=dev, generator=g)
+    y = torch.einsum("bij,bjhw->bihw", mix, y - 1.0) + 1.0
+    gray = torch.rand(B, device=dev, generator=g) < 0.2
+    if gray.any():
+        y[gray] = y[gray].mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    inv = torch.rand(B, device=dev, generator=g) < 0.1
+    if inv.any():
+        y[inv] = 1.0 - y[inv]
+    blur = torch.rand(B, device=dev, generator=g) < 0.2
+    if blur.any():
+        k = torch.tensor([1.0, 2.0, 1.0], device=dev)
+        k = (k[:, None] * k[None, :]) / 16.0
+        y[blur] = F.conv2d(F.pad(y[blur], (1, 1, 1, 1), mode="replicate"), k.expand(3, 1, 3, 3), groups=3)
+    y = y.clamp_(0.0, 1.0)
+    mean = torch.tensor((0.485, 0.456, 0.406), device=dev).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225), device=dev).view(1, 3, 1, 1)
+    return (y - mean) / std
+
+
+# --------------------------------------------------------------------------- training
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: str | Path | None = None,
+             pool_path: str | Path | None = None, progress: bool = True, log=print) -> Path:
+    """Pretrain an Encoder on the pair pool; writes last.pt (resumable) and history.json."""
+    import torch
+    from pytorch_metric_learning.losses import NTXentLoss
+    from tqdm.auto import tqdm
+
+    from .encoder import Encoder
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(cfg.seed)
+    refs = default_catalogue()
+    train_idx, held_idx = split_marks(refs, cfg.seed, cfg.holdout_family, cfg.holdout_frac)
+    train_refs = [refs[i] for i in train_idx]
+    pool_path = Path(pool_path) if pool_path else out_dir / f"pool-{cfg.n_pairs}-{cfg.pool_size}-s{cfg.seed}.npy"
+    t0 = time.time()
+    if pool_path.is_file():
+        pool = np.load(pool_path, mmap_mode="r")
+        log(f"pair pool: reusing {pool_path} ({len(pool)} pairs)")
+    else:
+        pool = render_pool(train_refs, cfg.n_pairs, cfg.pool_size, cfg.seed, pool_path, cfg.workers, progress)
+        log(f"pair pool: {cfg.n_pairs} pairs of {len(train_refs)} marks rendered in {time.time() - t0:.0f} s "
+            f"({2 * cfg.n_pairs / (time.time() - t0):.0f} images/s); {len(held_idx)} marks held out")
+    data = torch.from_numpy(np.array(pool)).permute(0, 1, 4, 2, 3)  # (N, 2, 3, S, S)
+    if device.type == "cuda":
+        data = data.to(device)
+
+    model = Encoder(cfg.backbone, cfg.embed_dim, image_size=cfg.image_size).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = NTXentLoss(temperature=cfg.temperature)
+    step, seen, history = 0, 0, []
+    if resume:
+        ck = torch.load(resume, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, seen, history = ck["step"], ck["seen"], ck["history"]
+        log(f"resumed from {resume} at step {step} ({seen} crops seen)")
+    total_steps = cfg.max_steps or 10**9
+    deadline = time.time() + cfg.minutes * 60
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed + step)
+    amp = device.type == "cuda"
+    model.train()
+    bar = tqdm(desc="pretraining", unit="step", disable=not progress, mininterval=2.0)
+    t_start, seen_start = time.time(), seen
+    B = cfg.batch_pairs
+    est_total = None
+    while step < total_steps and time.time() < deadline:
+        idx = torch.randint(0, data.shape[0], (B,), generator=gen, device=device)
+        pair = data[idx.to(data.device)].to(device, non_blocking=True)
+        swap = torch.rand(B, device=device, generator=gen) < 0.5
+        a = torch.where(swap[:, None, None, None], pair[:, 1], pair[:, 0])
+        b = torch.where(swap[:, None, None, None], pair[:, 0], pair[:, 1])
+        x = augment_batch(torch.cat([a, b]), cfg.image_size, gen).contiguous(memory_format=torch.channels_last)
+        labels = torch.arange(B, device=device).repeat(2)
+        if est_total is None:
+            est_total = cfg.max_steps or max(1000, int(cfg.minutes * 60 * 5))
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+        frac = min(1.0, (time.time() - t_start) / max(1.0, deadline - t_start)) if not cfg.max_steps else step / total_steps
+        lr *= 0.5 * (1 + math.cos(math.pi * frac)) * 0.98 + 0.02
+        for grp in opt.param_groups:
+            grp["lr"] = lr
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            emb = model(x)
+        loss = loss_fn(emb.float(), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        seen += 2 * B
+        if step % 25 == 0 or step == 1:
+            rate = (seen - seen_start) / (time.time() - t_start)
+            history.append({"step": step, "loss": round(float(loss.detach()), 4), "lr": lr, "crops_per_s": round(rate, 1)})
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", crops_s=f"{rate:.0f}")
+        bar.update()
+        if step % 500 == 0:
+            _save(out_dir / "last.pt", model, opt, step, seen, history, cfg)
+    bar.close()
+    elapsed = time.time() - t_start
+    _save(out_dir / "last.pt", model, opt, step, seen, history, cfg)
+    summary = {"steps": step, "crops_seen": seen, "seconds_this_run": round(elapsed, 1),
+               "crops_per_s": round((seen - seen_start) / max(elapsed, 1e-6), 1),
+               "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
+               "n_train_marks": len(train_idx), "n_heldout_marks": len(held_idx), "config": asdict(cfg)}
+    (out_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"pretrained {step} steps, {seen} crops, {summary['crops_per_s']} crops/s on {summary['device']}")
+    return out_dir / "last.pt"
+
+
+def _save(path: Path, model, opt, step, seen, history, cfg) -> None:
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "seen": seen,
+                "history": history, "config": asdict(cfg)}, tmp)
+    os.replace(tmp, path)
+
+
+def export_weights(checkpoint: str | Path, out: str | Path, meta: dict | None = None) -> Path:
+    """The shipped file: the encoder's state dict in fp16 safetensors (a few MB)."""
+    import torch
+    from safetensors.torch import save_file
+
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in ck["model"].items()}
+    info = {"backbone": ck["config"]["backbone"], "embed_dim": str(ck["config"]["embed_dim"]),
+            "image_size": str(ck["config"]["image_size"]), "steps": str(ck["step"]), "crops_seen": str(ck["seen"])}
+    info.update({k: str(v) for k, v in (meta or {}).items()})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(out), metadata=info)
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def heldout_set(n_queries: int = 300, n_distractors: int = 1200, size: int = 128, seed: int = 123,
+                refs: list[MarkRef] | None = None):
+    """Queries, their cites and distractors drawn only from held-out marks: (Q, G, answers, cats)."""
+    refs = refs or default_catalogue()
+    _, held = split_marks(refs)
+    hrefs = [refs[i] for i in held]
+    Q, G, cats = [], [], []
+    for i in range(n_queries):
+        a, b, cat = render_pair(hrefs, i, size, seed)
+        G.append(a)
+        Q.append(b)
+        cats.append(cat)
+    rng = np.random.default_rng([seed, 9])
+    for j in range(n_distractors):
+        r = np.random.default_rng([seed, 8, j])
+        layout = str(r.choice(scenes.LAYOUTS, p=scenes.LAYOUT_WEIGHTS))
+        sc = scenes.random_scene(r, len(hrefs), layout)
+        from .preprocess import load_mark_image
+
+        img = scenes.render_item({"scene": sc, "ops": [], "seed": j, "margin": 0.0}, hrefs, max(size * 2, 160))
+        G.append(np.asarray(load_mark_image(img, size)))
+    del rng
+    return np.stack(Q), np.stack(G), np.arange(n_queries), np.array(cats)
+
+
+def recall_by_category(sim: np.ndarray, answers: np.ndarray, cats: np.ndarray, k: int = 20) -> dict:
+    top = np.argsort(-sim, axis=1)[:, :k]
+    hit = (top == answers[:, None]).any(axis=1)
+    out = {"all": round(float(hit.mean()), 3)}
+    for c in sorted(set(cats.tolist())):
+        out[int(c)] = round(float(hit[cats == c].mean()), 3)
+    return out
+
+
+def pixel_embeddings(images: np.ndarray) -> np.ndarray:
+    """The raw-pixel baseline: trimmed 32 px gray ink, L2-normalised (as in the builder's report)."""
+    from PIL import Image
+
+    feats = np.stack([255.0 - scenes.thumbnail(Image.fromarray(im)).astype(np.float32).ravel() for im in images])
+    return feats / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-6)
+
+
+def model_embeddings(model, images: np.ndarray, image_size: int, batch: int = 256, scale: float = 0.9) -> np.ndarray:
+    """Embed uint8 (N, S, S, 3) marks at test time: resize, zoom out `scale` on white, normalise."""
+    import torch
+    import torch.nn.functional as F
+
+    from .augment import inference_transform, normalize
+
+    dev = next(model.parameters()).device
+    model.eval()
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).permute(0, 3, 1, 2).to(dev)
+            if x.shape[-1] != image_size:
+                x = F.interpolate(x.float(), size=(image_size, image_size), mode="bilinear", antialias=True,
+                                  align_corners=False).round().clamp(0, 255).to(torch.uint8)
+            x = normalize(inference_transform(x, scale)).contiguous(memory_format=torch.channels_last)
+            outs.append(model(x).float().cpu().numpy())
+    return np.concatenate(outs)
+
+
+def evaluate_heldout(model=None, image_size: int = 112, **kw) -> dict:
+    """Recall@20 on held-out marks for raw pixels and (if given) the model."""
+    Q, G, ans, cats = heldout_set(**kw)
+    res = {"pixels": recall_by_category(pixel_embeddings(Q) @ pixel_embeddings(G).T, ans, cats)}
+    if model is not None:
+        eq, eg = model_embeddings(model, Q, image_size), model_embeddings(model, G, image_size)
+        res["model"] = recall_by_category(eq @ eg.T, ans, cats)
+    res["n_queries"], res["n_gallery"] = len(Q), len(G)
+    return res
