@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PRESET ?= cpu
 DATA   ?= data/tmr-$(PRESET)
 
-.PHONY: setup demo test data lab clean-data
+.PHONY: setup demo test data lab clean-data handouts
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ test: $(STAMP)
 ## Build the competition dataset for PRESET (default cpu) into DATA.
 data: $(STAMP)
 	$(PY) -m tmr_lib data build --preset $(PRESET) --out $(DATA)
+
+## Execute the notebooks with PRESET (default cpu) and write HTML handouts, student copies
+## (no solutions) and teacher's copies into handouts/ (git-ignored); see tools/handouts.py.
+handouts: $(STAMP)
+	$(PY) tools/handouts.py --preset $(PRESET) --out handouts
 
 ## JupyterLab on the notebooks.
 lab: $(STAMP)

@@ -367,9 +367,11 @@ def build_competition(
         shutil.rmtree(tmp_host, ignore_errors=True)
         raise
     try:
+        import matplotlib.pyplot as plt
+
         from .viz import contact_sheet
 
-        contact_sheet(out, host / "contact_sheet.png")
+        plt.close(contact_sheet(out, host / "contact_sheet.png"))  # saved, not shown in a notebook
     except Exception as e:  # noqa: BLE001 - a picture must never fail a finished build
         print(f"warning: contact sheet not drawn: {e}", file=sys.stderr)
     return out, host
