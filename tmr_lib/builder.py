@@ -59,7 +59,7 @@ BUILD_PRESETS = {
     "ci": BuildPreset("ci", n_cite=600, n_train_queries=150, n_test_queries=60, image_size=128),
     "cpu": BuildPreset("cpu", n_cite=15000, n_train_queries=1050, n_test_queries=600, image_size=256),
     "full": BuildPreset(
-        "full", n_cite=200_000, n_train_queries=2000, n_test_queries=1542, image_size=192, pixel_baseline=False
+        "full", n_cite=200_400, n_train_queries=2000, n_test_queries=1542, image_size=192, pixel_baseline=False
     ),
 }
 
