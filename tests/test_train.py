@@ -1,0 +1,52 @@
+"""The training loop on the ci competition: history, best checkpoint, resume."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tmr_lib.config import get_config
+from tmr_lib.train import PairBatches, lr_factor, train_encoder, validation_split
+
+
+def test_lr_schedule_warms_up_then_decays():
+    assert lr_factor(0.0, 0.1) == pytest.approx(0.01)
+    assert lr_factor(0.05, 0.1) == pytest.approx(0.5)
+    assert lr_factor(0.1, 0.1) == pytest.approx(1.0)
+    assert lr_factor(1.0, 0.1) == pytest.approx(0.01)
+    values = [lr_factor(p, 0.1) for p in np.linspace(0.1, 1, 20)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_validation_fold_holds_out_whole_labels(ci_competition):
+    cfg = get_config("ci")
+    tr, va = validation_split(ci_competition.train, cfg, 0)
+    assert tr.sum() > 0 and va.sum() > 0 and not (tr & va).any()
+    labels = ci_competition.train["label"]
+    assert not set(labels[tr]) & set(labels[va])
+
+
+def test_pair_batches_make_four_crops_per_pair():
+    imgs = torch.full((6, 3, 40, 40), 255, dtype=torch.uint8)
+    ds = PairBatches(imgs, 32, crops_per_pair=4)
+    ds.set_plan([np.array([[0, 1, 0], [2, 3, 1], [-1, 4, 2]])])  # two pairs and one unannotated cite
+    x, y = ds[0]
+    assert x.shape == (12, 3, 32, 32) and x.dtype == torch.uint8
+    assert y.tolist() == [0, 1, 2] * 4
+
+
+def test_train_writes_history_best_checkpoint_and_resumes(ci_competition, tmp_path):
+    cfg = get_config("ci", epochs=2, xbm_start_epoch=1, extra_cite_pairs=16)
+    r = train_encoder(cfg, ci_competition, tmp_path, fold=0, progress=False, log=lambda s: None)
+    assert r.best_path.is_file() and (r.run_dir / "last.pt").is_file()
+    hist = pd.read_csv(r.run_dir / "history.csv")
+    assert list(hist["epoch"]) == [1, 2] and hist["loss"].notna().all()
+    assert list(hist["xbm"]) == [False, True]  # CrossBatchMemory only after the warm-up
+    assert 0 <= r.best_recall <= 1 and r.best_recall == pytest.approx(hist["val_recall"].max())
+    assert (r.run_dir / "history.png").is_file()
+    assert "tmr-marks" in str(r.weights) and r.images_per_s > 0  # the ci preset starts from the kit checkpoint
+    messages = []
+    again = train_encoder(cfg, ci_competition, tmp_path, fold=0, progress=False, log=messages.append)
+    assert any("resuming" in m for m in messages)
+    assert again.best_recall == pytest.approx(r.best_recall)
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(again.model(x), r.model(x))

@@ -1,0 +1,225 @@
+"""Presets for the whole pipeline as one small dataclass a notebook can print and tweak.
+
+    from tmr_lib.config import get_config
+    cfg = get_config()               # TMR_PRESET (ci / cpu / gpu), default "cpu"
+    cfg = get_config("cpu", epochs=3, image_size=96)
+    print(cfg)                       # one line per field, grouped as below
+
+Three presets:
+
+* ``ci``  -- the kit's pretrained MobileNetV3 at 64 px, one short epoch: seconds, for the tests.
+* ``cpu`` -- the kit's pretrained MobileNetV3 (tmr-marks) at 112 px: minutes on 2 cores.
+* ``gpu`` -- the 2nd-place configuration: swin_large_patch4_window12_384 (20 epochs, batch 8
+  x 4 accumulation) + convnext_base 22k 384 (10 epochs, batch 16), 512-d each, 5 folds, fp16,
+  AdamW 1e-4, ContrastiveLoss in CrossBatchMemory(1024).
+
+Per-backbone settings (the 2nd place trained its two models differently) live in
+``overrides``; ``cfg.for_backbone(name)`` returns the config one backbone trains with.
+This module imports nothing heavy (no torch), so the command line can read it instantly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Config", "PRESETS", "get_config", "preset_names", "DEFAULT_PRESET"]
+
+DEFAULT_PRESET = "cpu"
+
+
+@dataclass
+class Config:
+    """Every knob of the pipeline; the presets below fill it in."""
+
+    name: str = "cpu"
+
+    # -- encoder ---------------------------------------------------------------------------
+    #: timm model names; several backbones are trained separately and their embeddings concatenated.
+    backbones: tuple[str, ...] = ("mobilenetv3_small_100",)
+    #: starting weights: "random", "imagenet" (timm hub), a local file/folder, or a registered name.
+    pretrained: str = "random"
+    image_size: int = 112
+    embed_dim: int = 512
+    pooling: str = "avg"  #: "avg" (the backbone's own head) or "gem"
+    channels_last: bool = True
+
+    # -- training --------------------------------------------------------------------------
+    epochs: int = 4
+    batch_pairs: int = 32  #: (apply, cite) pairs per step; each gives ``crops_per_pair`` images
+    crops_per_pair: int = 4  #: 4 = weak + strong on apply and on cite (2nd place); 2 = weak only
+    accum_steps: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    loss: str = "contrastive"  #: see tmr_lib.losses.LOSSES
+    xbm_memory: int = 1024  #: CrossBatchMemory size; 0 switches it off
+    xbm_start_epoch: int = 1  #: CrossBatchMemory joins only after this many epochs (warm-up)
+    extra_cite_pairs: int = 0  #: unannotated cites per epoch used as (weak, strong) self-pairs
+    aug_extra: tuple[str, ...] = ()  #: additions to the 2nd-place augmentations: "rot90", "invert"
+    n_folds: int = 5
+    folds: tuple[int, ...] = (0,)  #: which folds to train (one model each; embeddings averaged)
+    val_distractors: int = 2000  #: random cites added to the validation gallery
+    amp: bool = True  #: mixed precision (fp16) when training on CUDA; ignored on CPU
+    max_train_minutes: float | None = None  #: safety stop for one model's training
+    seed: int = 0
+
+    # -- inference -------------------------------------------------------------------------
+    test_scale: float = 0.9  #: test-time Affine zoom-out (2nd place)
+    tta_flip: bool = False
+    embed_batch_size: int = 256
+    num_workers: int = 2  #: image decoding processes
+
+    # -- search and post-processing ----------------------------------------------------------
+    index: str = "flat"  #: "flat", "hnsw", "ivf" or any faiss index_factory string
+    k: int = 20
+    postprocess: bool = True
+    pp_keep: int = 15  #: 2nd place: keep the top 15, then the nearest train query's cites
+
+    # -- per-backbone overrides ----------------------------------------------------------------
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed (unknown names raise a TypeError listing the fields)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown config field(s) {sorted(unknown)}; fields: {', '.join(self.field_names())}")
+        changes = {k: _coerce(self, k, v) for k, v in changes.items()}
+        return dataclasses.replace(self, **changes)
+
+    def for_backbone(self, backbone: str) -> Config:
+        """The config one backbone trains with: its ``overrides`` applied, ``backbones=(backbone,)``."""
+        extra = dict(self.overrides.get(backbone, {}))
+        return self.replace(backbones=(backbone,), overrides={}, **extra)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        base = cls()
+        return base.replace(**{k: v for k, v in d.items() if k in known})
+
+    @property
+    def images_per_step(self) -> int:
+        return self.batch_pairs * self.crops_per_pair
+
+    def __str__(self) -> str:
+        lines = [f"Config {self.name!r}"]
+        for f in dataclasses.fields(self):
+            if f.name == "name":
+                continue
+            lines.append(f"  {f.name:18s} = {getattr(self, f.name)!r}")
+        return "\n".join(lines)
+
+
+def _coerce(cfg: Config, key: str, value: Any) -> Any:
+    """Lists become tuples for tuple fields (JSON round trips, notebook convenience)."""
+    current = getattr(cfg, key)
+    if isinstance(current, tuple) and isinstance(value, (list, str)):
+        return tuple([value] if isinstance(value, str) else value)
+    return value
+
+
+# The presets. ci and cpu start from the kit's mark-pretrained checkpoint ("tmr-marks"), which
+# needs no network. Measured on 2 CPU cores on the default cpu competition (600 test queries,
+# 15k cites; raw pixels 0.42): from random weights the best recipe found (MobileNetV3-small,
+# 64 px, 3,000 unannotated cites per epoch as pseudo-pairs, no memory) reached 0.36-0.39 and
+# CrossBatchMemory over random weights collapsed (0.09-0.13); from the checkpoint, the 2nd
+# place's loss with CrossBatchMemory at lr 3e-4 reached 0.815 (the checkpoint alone: 0.865).
+# For a random start pass --pretrained random and the recipe above (--set image_size=64 ...).
+PRESETS: dict[str, Config] = {
+    "ci": Config(
+        name="ci",
+        backbones=("mobilenetv3_large_100",),
+        pretrained="tmr-marks",
+        image_size=64,
+        embed_dim=512,
+        epochs=1,
+        batch_pairs=8,
+        lr=1e-3,
+        warmup_epochs=0.0,
+        xbm_memory=128,
+        xbm_start_epoch=1,
+        extra_cite_pairs=32,
+        n_folds=3,
+        val_distractors=50,
+        embed_batch_size=64,
+        num_workers=1,
+        max_train_minutes=2,
+    ),
+    "cpu": Config(
+        name="cpu",
+        backbones=("mobilenetv3_large_100",),
+        # The kit's mark-pretrained checkpoint (tmr_lib/weights/MODEL_CARD.md): no network needed.
+        # Measured on the default cpu competition, 2 busy cores: random init 0.395, this 0.815.
+        pretrained="tmr-marks",
+        image_size=112,  # the checkpoint's resolution
+        epochs=20,
+        batch_pairs=64,
+        lr=3e-4,  # gentle: a high rate washes out what pretraining learned (2e-3 gave 0.707)
+        warmup_epochs=0.5,
+        loss="contrastive",
+        xbm_memory=1024,  # CrossBatchMemory is safe over pretrained weights
+        xbm_start_epoch=0,
+        aug_extra=("rot90", "invert"),  # keep the invariances the checkpoint learned
+        extra_cite_pairs=3000,
+        n_folds=5,
+        folds=(0,),
+        max_train_minutes=7,
+    ),
+    "gpu": Config(
+        name="gpu",
+        backbones=(
+            "swin_large_patch4_window12_384.ms_in22k_ft_in1k",
+            "convnext_base.fb_in22k_ft_in1k_384",
+        ),
+        pretrained="imagenet",
+        image_size=384,
+        embed_dim=512,
+        channels_last=True,
+        epochs=20,
+        batch_pairs=8,
+        accum_steps=4,
+        lr=1e-4,
+        weight_decay=1e-2,
+        warmup_epochs=1.0,
+        loss="contrastive",
+        xbm_memory=1024,
+        xbm_start_epoch=1,
+        n_folds=5,
+        folds=(0, 1, 2, 3, 4),
+        val_distractors=20000,
+        amp=True,
+        tta_flip=False,
+        embed_batch_size=64,
+        num_workers=8,
+        index="flat",
+        overrides={
+            "convnext_base.fb_in22k_ft_in1k_384": {"epochs": 10, "batch_pairs": 16, "accum_steps": 1},
+        },
+    ),
+}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def get_config(preset: str | None = None, **changes: Any) -> Config:
+    """The named preset (default: ``$TMR_PRESET``, else ``cpu``), with ``changes`` applied."""
+    name = preset or os.environ.get("TMR_PRESET") or DEFAULT_PRESET
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} (or set TMR_PRESET)")
+    return PRESETS[name].replace(**changes)
