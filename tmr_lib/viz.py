@@ -20,6 +20,17 @@ def _plt():
     return plt
 
 
+def _finish(fig, out: str | Path | None):
+    """Save the figure when asked; outside a notebook close it (scripts must not pile figures up)."""
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+    if not _in_notebook():
+        _plt().close(fig)
+    return fig
+
+
 def _in_notebook() -> bool:
     try:
         from IPython import get_ipython
@@ -62,13 +73,7 @@ def contact_sheet(competition, out: str | Path | None = None, per_category: int 
                               labelpad=10)
     fig.suptitle(f"{comp.root.name}: train pairs by category (query left, its cite right)", fontsize=11)
     fig.tight_layout()
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=110)
-    if not _in_notebook():
-        plt.close(fig)
-    return fig
+    return _finish(fig, out)
 
 
 def plot_retrieval(competition, ranked: dict, answers=None, out: str | Path | None = None, n_queries: int = 5,
@@ -135,10 +140,4 @@ def plot_retrieval(competition, ranked: dict, answers=None, out: str | Path | No
                 s.set_linewidth(width)
     fig.suptitle(f"{comp.root.name}: test queries and their top-{k} (correct cites framed green)", fontsize=9)
     fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.2, rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=110)
-    if not _in_notebook():
-        plt.close(fig)
-    return fig
+    return _finish(fig, out)
