@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 	@echo "TMR Kit installed in $(VENV)"
 
-## The main job (until the pipeline lands: build the default dataset and print its summary).
+## The main job: dataset if missing -> train -> index -> predict -> score -> local leaderboard.
 demo: $(STAMP)
 	$(PY) -m tmr_lib demo --preset $(PRESET) --data $(DATA)
 

@@ -3,16 +3,18 @@
     tmr data build --preset cpu --out data/tmr-cpu     build a competition (answers kept apart)
     tmr data summary data/tmr-cpu                      describe a built competition
     tmr data sheet data/tmr-cpu --out sheet.png        contact sheet of examples per category
-    tmr demo                                           the main job (see README)
+    tmr train | predict | demo                         the pipeline (see README; `make demo`)
+    tmr pretrain --minutes 30                          pretrain a mark encoder (resumable)
 
 Heavy libraries (torch) are imported only by the commands that need them.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
+
+from . import pipeline_cli
 
 
 def _add_data_commands(sub) -> None:
@@ -81,16 +83,6 @@ def _cmd_sheet(args) -> int:
     return 0
 
 
-def _cmd_demo(args) -> int:
-    """Foundation demo: build the dataset if missing and describe it (the pipeline comes next)."""
-    from .builder import ensure_dataset, summary_text
-
-    out, host = ensure_dataset(args.preset if args.preset in ("ci", "cpu", "full") else "cpu", args.data)
-    print(summary_text(out, host))
-    print("\nThe training pipeline is not in the kit yet: this demo only builds and describes the dataset.")
-    return 0
-
-
 def _add_pretrain_commands(sub) -> None:
     p = sub.add_parser("pretrain", help="self-supervised pretraining of a mark encoder (CPU or GPU)",
                        description="Pretrain a small encoder on open marks with NT-Xent; resumable.")
@@ -128,15 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     _add_pretrain_commands(sub)
-    if importlib.util.find_spec("tmr_lib.pipeline_cli") is not None:
-        from . import pipeline_cli
-
-        pipeline_cli.register(sub)
-    else:
-        d = sub.add_parser("demo", help="build the default dataset if missing and describe it")
-        d.add_argument("--preset", default="cpu")
-        d.add_argument("--data", default=None, help="participant folder (default data/tmr-<preset>)")
-        d.set_defaults(func=_cmd_demo)
+    pipeline_cli.register(sub)  # train, predict, demo (torch is imported only when they run)
     return p
 
 
