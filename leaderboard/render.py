@@ -9,12 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from jinja2 import DictLoader, Environment, select_autoescape
 from markupsafe import Markup
+
+from tmr_lib.submission import atomic_write_bytes
 
 from .core import Competition, short_time
 from .scorer import fmt
@@ -282,16 +283,7 @@ def board_csv(comp: Competition, private: bool = False) -> str:
 
 
 def _atomic_write(path: Path, text: str, encoding: str = "utf-8") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, text.encode(encoding))
 
 
 def export(comp: Competition, out_dir: str | os.PathLike, private: bool | None = None) -> list[Path]:

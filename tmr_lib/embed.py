@@ -133,23 +133,9 @@ def embed_images(model: torch.nn.Module, images: torch.Tensor, batch_size: int =
                  test_scale: float = 0.9, tta_flip: bool = False, channels_last: bool = True,
                  amp: bool = True, progress: bool = True, desc: str = "embed") -> np.ndarray:
     """Embeddings (N, D) float32, unit norm, of a cached uint8 image tensor (N, 3, S, S)."""
-    from tqdm.auto import tqdm
-
-    was_training = model.training
-    model.eval()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    parts = []
-    try:
-        for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress,
-                      leave=False):
-            parts.append(_embed_batch(model, images[i:i + batch_size], test_scale, tta_flip, channels_last, amp))
-    finally:
-        model.train(was_training)
-    if not parts:
-        dim = getattr(model, "embed_dim", 0)
-        return np.zeros((0, dim), dtype=np.float32)
-    return torch.cat(parts).numpy().astype(np.float32, copy=False)
+    batches = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
+    return _embed_all(model, batches, -(-len(images) // batch_size), test_scale, tta_flip, channels_last, amp,
+                      progress, desc)
 
 
 def embed_paths(model: torch.nn.Module, paths: Sequence[str | os.PathLike], size: int,
@@ -157,6 +143,13 @@ def embed_paths(model: torch.nn.Module, paths: Sequence[str | os.PathLike], size
                 tta_flip: bool = False, channels_last: bool = True, amp: bool = True,
                 progress: bool = True, desc: str = "embed") -> np.ndarray:
     """Embeddings of image files streamed through a DataLoader (nothing kept but the vectors)."""
+    loader = _loader([str(p) for p in paths], size, batch_size, num_workers)
+    return _embed_all(model, loader, len(loader), test_scale, tta_flip, channels_last, amp, progress, desc)
+
+
+def _embed_all(model: torch.nn.Module, batches, total: int, test_scale: float, tta_flip: bool,
+               channels_last: bool, amp: bool, progress: bool, desc: str) -> np.ndarray:
+    """Run uint8 batches through the model in eval mode (restoring its mode), stacked as float32."""
     from tqdm.auto import tqdm
 
     was_training = model.training
@@ -165,8 +158,7 @@ def embed_paths(model: torch.nn.Module, paths: Sequence[str | os.PathLike], size
         model.to(memory_format=torch.channels_last)
     parts = []
     try:
-        loader = _loader([str(p) for p in paths], size, batch_size, num_workers)
-        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        for batch in tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress, leave=False):
             parts.append(_embed_batch(model, batch, test_scale, tta_flip, channels_last, amp))
     finally:
         model.train(was_training)

@@ -520,6 +520,12 @@ def write_submission(
                                      name=path.name)
         if not report.ok:
             raise SubmissionError(report)
+    return atomic_write_bytes(path, data)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file and a rename: readers never see half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
