@@ -39,8 +39,9 @@ def test_train_writes_history_best_checkpoint_and_resumes(ci_competition, tmp_pa
     r = train_encoder(cfg, ci_competition, tmp_path, fold=0, progress=False, log=lambda s: None)
     assert r.best_path.is_file() and (r.run_dir / "last.pt").is_file()
     hist = pd.read_csv(r.run_dir / "history.csv")
-    assert list(hist["epoch"]) == [1, 2] and hist["loss"].notna().all()
-    assert list(hist["xbm"]) == [False, True]  # CrossBatchMemory only after the warm-up
+    assert list(hist["epoch"]) == [0, 1, 2]  # epoch 0: the starting weights, validated before training
+    assert hist["loss"].iloc[1:].notna().all() and hist["val_recall"].notna().all()
+    assert list(hist["xbm"]) == [False, False, True]  # CrossBatchMemory only after the warm-up
     assert 0 <= r.best_recall <= 1 and r.best_recall == pytest.approx(hist["val_recall"].max())
     assert (r.run_dir / "history.png").is_file()
     assert "tmr-marks" in str(r.weights) and r.images_per_s > 0  # the ci preset starts from the kit checkpoint
@@ -50,3 +51,22 @@ def test_train_writes_history_best_checkpoint_and_resumes(ci_competition, tmp_pa
     assert again.best_recall == pytest.approx(r.best_recall)
     x = torch.rand(2, 3, 64, 64)
     torch.testing.assert_close(again.model(x), r.model(x))
+
+
+def test_fine_tuning_can_keep_batchnorm_statistics_and_early_layers(ci_competition, tmp_path):
+    from tmr_lib.encoder import build_encoder
+
+    cfg = get_config("ci", epochs=1, freeze_bn=True, freeze_layers=0.5, val_distractors=0)
+    r = train_encoder(cfg, ci_competition, tmp_path, fold=None, progress=False, log=lambda s: None)
+    start, _ = build_encoder(cfg.backbones[0], cfg.pretrained, cfg.embed_dim, cfg.pooling, cfg.image_size)
+    before, after = start.state_dict(), r.model.state_dict()
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)  # BatchNorm statistics kept
+    weights = [n for n, _ in start.backbone.named_parameters()]
+    first, last = "backbone." + weights[0], "backbone." + weights[-1]
+    assert torch.equal(before[first], after[first])  # the input side is frozen ...
+    assert not torch.equal(before[last], after[last])  # ... the output side trains
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+    with pytest.raises(ValueError, match="share of the backbone"):
+        train_encoder(cfg.replace(freeze_layers=1.5), ci_competition, tmp_path / "bad", fold=None,
+                      progress=False, log=lambda s: None)

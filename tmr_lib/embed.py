@@ -102,7 +102,7 @@ def load_images(paths: Sequence[str | os.PathLike], size: int, cache_dir: str | 
                 bar.update(len(batch))
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.stem + ".tmp.npy")
+        tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, out.numpy())
         os.replace(tmp, cache_file)
     return out
@@ -131,20 +131,44 @@ def _embed_batch(model: torch.nn.Module, batch: torch.Tensor, scale: float, tta_
 
 def embed_images(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,
                  test_scale: float = 0.9, tta_flip: bool = False, channels_last: bool = True,
-                 amp: bool = True, progress: bool = True, desc: str = "embed") -> np.ndarray:
-    """Embeddings (N, D) float32, unit norm, of a cached uint8 image tensor (N, 3, S, S)."""
-    batches = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
-    return _embed_all(model, batches, -(-len(images) // batch_size), test_scale, tta_flip, channels_last, amp,
-                      progress, desc)
+                 amp: bool = True, progress: bool = True, desc: str = "embed",
+                 distributed: bool = False) -> np.ndarray:
+    """Embeddings (N, D) float32, unit norm, of a cached uint8 image tensor (N, 3, S, S).
+
+    ``distributed=True`` under torchrun: every rank embeds its slice and gets all N rows back."""
+    from . import distributed as dist
+
+    part = dist.shard(len(images)) if distributed else slice(None)
+    mine = images[part]
+    batches = (mine[i:i + batch_size] for i in range(0, len(mine), batch_size))
+    emb = _embed_all(model, batches, -(-len(mine) // batch_size), test_scale, tta_flip, channels_last, amp,
+                     progress and dist.is_main(), desc)
+    return _gather(emb) if distributed else emb
+
+
+def _gather(emb: np.ndarray) -> np.ndarray:
+    from . import distributed as dist
+
+    if not dist.is_distributed():
+        return emb
+    t = torch.from_numpy(emb)
+    return dist.gather_rows(t.to(dist.device()) if dist.on_gpus() else t).cpu().numpy()
 
 
 def embed_paths(model: torch.nn.Module, paths: Sequence[str | os.PathLike], size: int,
                 batch_size: int = 256, num_workers: int = 2, test_scale: float = 0.9,
                 tta_flip: bool = False, channels_last: bool = True, amp: bool = True,
-                progress: bool = True, desc: str = "embed") -> np.ndarray:
-    """Embeddings of image files streamed through a DataLoader (nothing kept but the vectors)."""
-    loader = _loader([str(p) for p in paths], size, batch_size, num_workers)
-    return _embed_all(model, loader, len(loader), test_scale, tta_flip, channels_last, amp, progress, desc)
+                progress: bool = True, desc: str = "embed", distributed: bool = False) -> np.ndarray:
+    """Embeddings of image files streamed through a DataLoader (nothing kept but the vectors).
+
+    ``distributed=True`` under torchrun: every rank reads and embeds its slice of the files."""
+    from . import distributed as dist
+
+    paths = [str(p) for p in paths]
+    loader = _loader(paths[dist.shard(len(paths))] if distributed else paths, size, batch_size, num_workers)
+    emb = _embed_all(model, loader, len(loader), test_scale, tta_flip, channels_last, amp,
+                     progress and dist.is_main(), desc)
+    return _gather(emb) if distributed else emb
 
 
 def _embed_all(model: torch.nn.Module, batches, total: int, test_scale: float, tta_flip: bool,
@@ -182,11 +206,14 @@ def embed_cached(model: torch.nn.Module, images: torch.Tensor, data_key: str,
         if arr.shape[0] == len(images):
             return arr
     emb = embed_images(model, images, **kwargs)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(file.stem + ".tmp.npy")
-    np.save(tmp, emb)
-    os.replace(tmp, file)
-    _prune(file.parent, "emb-*.npy", keep=KEEP_EMBEDDINGS)
+    from .distributed import is_main
+
+    if is_main():  # under torchrun every rank holds the same rows: one writes them
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, emb)
+        os.replace(tmp, file)
+        _prune(file.parent, "emb-*.npy", keep=KEEP_EMBEDDINGS)
     return emb
 
 

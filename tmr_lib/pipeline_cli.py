@@ -92,14 +92,21 @@ def _default_data(cfg) -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import pipeline
 
+    from . import distributed as dist
+
+    dist.init_from_env()  # under torchrun: join the process group (one process otherwise)
     cfg = config_from_args(args)
-    print(cfg)
+    if dist.is_main():
+        print(cfg)
     out = args.out or f"runs/{cfg.name}"
     summary = pipeline.train(cfg, args.data or _default_data(cfg), out, resume=not args.fresh,
                              progress=not args.quiet)
-    for r in summary.results:
-        print(f"{r.best_path}: best held-out Recall@20 {r.best_recall:.3f}, {r.images_per_s:.0f} training images/s")
-    print(f"model: {summary.model_dir / 'model.json'}  ({summary.seconds / 60:.1f} min)")
+    if dist.is_main():
+        for r in summary.results:
+            print(f"{r.best_path}: best held-out Recall@20 {r.best_recall:.3f}, "
+                  f"{r.images_per_s:.0f} training images/s over {dist.world_size()} process(es)")
+        print(f"model: {summary.model_dir / 'model.json'}  ({summary.seconds / 60:.1f} min)")
+    dist.cleanup()
     return 0
 
 
@@ -108,14 +115,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from . import pipeline
 
+    from . import distributed as dist
+
+    dist.init_from_env()  # under torchrun: every process embeds a share of the images
     cfg = config_from_args(args)
     model = args.model or f"runs/{cfg.name}"
     out = args.out or str(Path(model) / "submission.csv")
     pred = pipeline.predict(cfg, args.data or _default_data(cfg), model, out,
                             progress=not args.quiet, postprocess=not args.no_postprocess)
-    if args.host:
+    if args.host and dist.is_main():
         m = pipeline.score(pred.ranked, args.host, cfg.k)
         print(pipeline.format_table([("submission", m)], cfg.k))
+    dist.cleanup()
     return 0
 
 

@@ -17,9 +17,12 @@ What happens, in order:
   ``xbm_start_epoch`` epochs;
 * AdamW, linear warm-up then cosine decay (per optimiser step), gradient accumulation,
   AMP (fp16) on CUDA;
-* after every epoch: Recall@20 and MRR of the held-out queries against their cites plus
-  ``val_distractors`` random cites; the best epoch is saved (``best.safetensors``), the last
-  state too (``last.pt``, so an interrupted run resumes), with ``history.csv`` and ``history.png``.
+* before training (epoch 0) and after every epoch: Recall@20 and MRR of the held-out queries
+  against their cites plus ``val_distractors`` random cites; the best epoch is saved
+  (``best.safetensors``), the last state too (``last.pt``, so an interrupted run resumes), with
+  ``history.csv`` and ``history.png``;
+* under ``torchrun`` every process takes its share of each step and the loss sees the gathered
+  batch (:mod:`tmr_lib.distributed`); rank 0 validates, saves and logs.
 
 With ``max_train_minutes`` the schedule follows whichever ends first, the planned steps or
 the time budget, so the learning rate still decays to its end when time runs out.
@@ -40,6 +43,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import distributed as dist
 from .augment import BatchAugment, TextBank, normalize
 from .config import Config
 from .embed import ImageStore, default_device, embed_images
@@ -47,7 +51,7 @@ from .encoder import Encoder, WeightsInfo, build_encoder, save_encoder
 from .losses import make_loss
 
 __all__ = ["TrainResult", "train_encoder", "run_dir_for", "PairBatches", "validation_split",
-           "lr_factor", "plot_history"]
+           "lr_factor", "plot_history", "freeze_batchnorm", "freeze_early_layers"]
 
 
 @dataclass
@@ -61,6 +65,7 @@ class TrainResult:
     images_per_s: float
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int = -1  #: the epoch kept (0: the starting weights were never beaten on the held-out fold)
 
 
 def run_dir_for(out_dir: str | os.PathLike, backbone: str, fold: int | None) -> Path:
@@ -205,6 +210,32 @@ def plot_history(history: pd.DataFrame, out: str | os.PathLike | None = None, ti
 # ----------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------
+def freeze_batchnorm(model: torch.nn.Module) -> int:
+    """Put every BatchNorm layer in eval mode: it normalises with the statistics the starting weights
+    learned instead of re-estimating them from heavily augmented training batches. Returns how many."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            n += 1
+    return n
+
+
+def freeze_early_layers(model: Encoder, share: float) -> int:
+    """Stop training the first ``share`` of the backbone's parameter tensors (input side): with little
+    labelled data the early, generic filters of a pretrained backbone are best left alone, and the
+    steps get faster. Returns how many tensors were frozen."""
+    if not share:
+        return 0
+    if not 0 < share < 1:
+        raise ValueError(f"freeze_layers is a share of the backbone between 0 and 1, not {share}")
+    tensors = list(model.backbone.parameters())
+    n = int(len(tensors) * share)
+    for p in tensors[:n]:
+        p.requires_grad_(False)
+    return n
+
+
 def _epoch_plan(rng: np.random.Generator, pair_items: np.ndarray, extra_items: np.ndarray,
                 n_extra: int, batch: int) -> list[np.ndarray]:
     items = pair_items
@@ -214,6 +245,14 @@ def _epoch_plan(rng: np.random.Generator, pair_items: np.ndarray, extra_items: n
     items = items[rng.permutation(len(items))]
     n_batches = max(1, len(items) // batch)  # drop the ragged end (BatchNorm, stable loss)
     return [items[i * batch:(i + 1) * batch] for i in range(n_batches)]
+
+
+def _selection_score(row: dict[str, Any]) -> float:
+    """Which epoch to keep: the held-out Recall@20, ties broken by MRR (a finer signal on a few hundred
+    queries); without validation, the lowest loss."""
+    if "val_recall" in row:
+        return float(row["val_recall"]) + 1e-6 * float(row.get("val_mrr", 0.0))
+    return -float(row["loss"])
 
 
 def _state_for_resume(cfg: Config) -> dict[str, Any]:
@@ -233,6 +272,13 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
 
     backbone = backbone or cfg.backbones[0]
     cfg = cfg.for_backbone(backbone)
+    world = dist.world_size()
+    if world > 1:  # under torchrun: this rank's device; rank 0 alone logs, validates and saves
+        device = dist.device()
+        progress = progress and dist.is_main()
+        log = log if dist.is_main() else (lambda _msg: None)
+        if cfg.batch_pairs % world:
+            raise ValueError(f"batch_pairs={cfg.batch_pairs} must be divisible by the {world} processes")
     device = torch.device(device) if device is not None else default_device()
     run_dir = run_dir_for(out_dir, backbone, fold)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -265,17 +311,25 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
                                 n_labels + np.arange(len(extra_rows))], axis=1).astype(np.int64)
     else:
         extra_items = np.zeros((0, 3), np.int64)
-    validator = Validator(train, val_mask, comp.cite, store, cfg)
+    validator = Validator(train, val_mask if dist.is_main() else np.zeros_like(val_mask), comp.cite, store, cfg)
 
     # model, loss, optimiser
     model, weights = build_encoder(backbone, cfg.pretrained, cfg.embed_dim, cfg.pooling, cfg.image_size, cfg.seed)
     log(f"[train] {backbone} fold {fold}: starting weights = {weights}")
+    frozen = freeze_early_layers(model, cfg.freeze_layers)
+    if frozen:
+        log(f"[train] {frozen} of {len(list(model.backbone.parameters()))} backbone tensors frozen (input side)")
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     n_classes = n_labels + (len(extra_items) if cfg.extra_cite_pairs else 0)
     loss_fn = make_loss(cfg.loss, cfg.embed_dim, num_classes=n_classes, xbm_memory=cfg.xbm_memory).to(device)
-    params = [{"params": model.parameters(), "lr": cfg.lr}]
+    params = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}]
     loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
     if loss_params:
         params.append({"params": loss_params, "lr": cfg.lr * 10})
@@ -290,7 +344,7 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
     budget_s = cfg.max_train_minutes * 60 if cfg.max_train_minutes else None
 
     history: list[dict[str, Any]] = []
-    start_epoch, updates, best, elapsed_before = 0, 0, -1.0, 0.0
+    start_epoch, updates, best, elapsed_before, best_epoch = 0, 0, -1.0, 0.0, -1
     best_path = run_dir / "best.safetensors"
     last_path = run_dir / "last.pt"
     finished = False
@@ -303,6 +357,7 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
             scaler.load_state_dict(state["scaler"])
             start_epoch, updates = state["epoch"] + 1, state["updates"]
             best, elapsed_before = state["best"], state["elapsed"]
+            best_epoch = state.get("best_epoch", -1)
             history = state["history"]
             finished = state.get("finished", False)
             rng = np.random.default_rng(cfg.seed + 1000 * start_epoch)
@@ -325,16 +380,31 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
         torch.save({"model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "epoch": epoch, "updates": updates, "best": best,
                     "elapsed": time.time() - t_start, "history": history, "finished": done,
+                    "best_epoch": best_epoch,
                     "config": _state_for_resume(cfg)}, run_dir / "last.pt.tmp")
         os.replace(run_dir / "last.pt.tmp", last_path)
 
+    if start_epoch == 0 and not history and validator.enabled and cfg.epochs > 0:
+        # epoch 0: the starting weights, so the curve starts where training starts and the best
+        # checkpoint is never worse on the held-out fold than what training began from
+        row = {"epoch": 0, "loss": float("nan"), "lr": 0.0, "xbm": False, "seconds": 0.0,
+               "images_per_s": float("nan"), **validator(model)}
+        history.append(row)
+        best, best_epoch = _selection_score(row), 0
+        save_encoder(model, best_path, meta={"epoch": 0, "fold": fold, "weights": str(weights),
+                                             "val": {k: v for k, v in row.items() if k.startswith("val")}})
+        log(f"[train] epoch 0 (starting weights): val Recall@20 {row['val_recall']:.3f}  MRR {row['val_mrr']:.3f}")
+
     epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.epochs if not finished else start_epoch):
-        dataset.set_plan(_epoch_plan(rng, pair_items, extra_items, cfg.extra_cite_pairs, cfg.batch_pairs))
+        plan = _epoch_plan(rng, pair_items, extra_items, cfg.extra_cite_pairs, cfg.batch_pairs)
+        dataset.set_plan([b[dist.shard(len(b))] for b in plan])  # every rank: its share of each step
         loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                             prefetch_factor=2 if workers else None)
         loss_fn.use_memory = loss_fn.memory is not None and epoch >= cfg.xbm_start_epoch
         model.train()
+        if cfg.freeze_bn:
+            freeze_batchnorm(model)
         losses = []
         t_epoch = time.time()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not progress, leave=False)
@@ -345,10 +415,12 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                emb = model(x)
-            loss = loss_fn(emb.float(), y) / cfg.accum_steps
+                emb = net(x)
+            # one process: a no-op; torchrun: the global batch, gradients flowing back to each rank
+            emb, y = dist.gather_with_grad(emb.float()), dist.gather_rows(y)
+            loss = loss_fn(emb, y) / cfg.accum_steps
             scaler.scale(loss).backward()
-            images_seen += len(x)
+            images_seen += len(y)
             if (step + 1) % cfg.accum_steps == 0 or step + 1 == len(dataset):
                 progress_share = updates / total_updates
                 if budget_s:
@@ -361,7 +433,7 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
                 updates += 1
             losses.append(loss.detach().item() * cfg.accum_steps)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
-            if budget_s and time.time() - t_start > budget_s:
+            if dist.any_true(bool(budget_s) and time.time() - t_start > budget_s):
                 out_of_time = True
                 break
         bar.close()
@@ -370,32 +442,43 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
                "lr": optimizer.param_groups[0]["lr"], "xbm": bool(loss_fn.use_memory),
                "seconds": round(time.time() - t_epoch, 1),
                "images_per_s": round(len(losses) * cfg.images_per_step / max(1e-9, time.time() - t_epoch), 1)}
+        if not dist.is_main():  # rank 0 validates and writes; the others wait for it
+            dist.barrier()
+            if out_of_time:
+                break
+            continue
         row.update(validator(model))
         history.append(row)
-        score = row.get("val_recall", -row["loss"])  # without validation: lowest loss
+        score = _selection_score(row)
         msg = f"[train] epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.4f}"
         if "val_recall" in row:
             msg += f"  val Recall@20 {row['val_recall']:.3f}  MRR {row['val_mrr']:.3f}"
         log(msg + f"  ({row['seconds']:.0f} s, {row['images_per_s']:.0f} img/s)")
         if score > best or not best_path.is_file():
-            best = score
+            best, best_epoch = score, epoch + 1
             save_encoder(model, best_path, meta={"epoch": epoch + 1, "fold": fold, "weights": str(weights),
                                                  "val": {k: v for k, v in row.items() if k.startswith("val")}})
         done = out_of_time or epoch + 1 == cfg.epochs
         save_last(epoch, done)
         pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
         plot_history(pd.DataFrame(history), run_dir / "history.png", title=f"{backbone} fold {fold}")
+        dist.barrier()
         if out_of_time:
             log(f"[train] time budget of {cfg.max_train_minutes} min reached after epoch {epoch + 1}")
             break
 
     torch.set_num_threads(threads_before)
-    if not best_path.is_file():  # nothing trained (epochs=0): keep the starting model
+    if dist.is_main() and not best_path.is_file():  # nothing trained (epochs=0): keep the starting model
         save_encoder(model, best_path, meta={"epoch": 0, "fold": fold, "weights": str(weights)})
+    dist.barrier()
     from .encoder import load_encoder
 
     best_model = load_encoder(best_path).to(device)
     hist = pd.DataFrame(history)
+    best_recall = float(hist.loc[hist["epoch"] == best_epoch, "val_recall"].iloc[0]) \
+        if "val_recall" in hist and best_epoch in set(hist["epoch"]) else float("nan")
+    best_recall, best_epoch = dist.broadcast_object((best_recall, best_epoch))
     ips = images_seen / train_time if train_time else float("nan")
-    return TrainResult(best_model, best_path, run_dir, hist, float(best) if validator.enabled else float("nan"),
-                       weights, ips, time.time() - t_start)
+    has_val = dist.broadcast_object(validator.enabled)
+    return TrainResult(best_model, best_path, run_dir, hist, best_recall if has_val else float("nan"),
+                       weights, ips, time.time() - t_start, best_epoch=best_epoch)
