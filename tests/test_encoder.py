@@ -130,3 +130,20 @@ def test_gpu_preset_forward_backward_at_384_on_cpu():
         parts.append(z.detach())
         del model
     assert torch.cat(parts, dim=1).shape == (2, 1024)
+
+
+def test_combine_embeddings_is_the_ensemble_arithmetic():
+    import numpy as np
+
+    from tmr_lib.encoder import Encoder, EnsembleEncoder, combine_embeddings
+
+    torch.manual_seed(0)
+    a1, a2, b = (Encoder("mobilenetv3_small_100", embed_dim=8, image_size=32).eval() for _ in range(3))
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = EnsembleEncoder([[a1, a2], [b]])(x).numpy()
+        got = combine_embeddings([[a1(x).numpy(), a2(x).numpy()], [b(x).numpy()]])
+    assert got.shape == (4, 16) and np.allclose(got, expected, atol=1e-5)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="at least one"):
+        combine_embeddings([[a1(x).detach().numpy()], []])

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +38,7 @@ __all__ = [
     "GeM",
     "Encoder",
     "EnsembleEncoder",
+    "combine_embeddings",
     "WeightsUnavailableError",
     "WeightsInfo",
     "build_encoder",
@@ -174,6 +176,19 @@ class EnsembleEncoder(nn.Module):
             mean = torch.stack([m(x) for m in group]).mean(dim=0)
             parts.append(F.normalize(mean, dim=1))
         return F.normalize(torch.cat(parts, dim=1), dim=1)
+
+
+def combine_embeddings(groups: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+    """:class:`EnsembleEncoder`'s arithmetic on embeddings already computed: ``groups[b]`` holds the
+    (N, D) embeddings of backbone ``b``'s fold models; each group is averaged and re-normalised,
+    then the groups are concatenated and normalised. Lets an ablation embed with each model once."""
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+    if not groups or any(len(g) == 0 for g in groups):
+        raise ValueError("combine_embeddings needs at least one embedding array per group")
+    parts = [unit(np.mean(np.stack([np.asarray(e, np.float32) for e in g]), axis=0)) for g in groups]
+    return unit(np.concatenate(parts, axis=1)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------

@@ -67,6 +67,6 @@ def competition_dirs(preset: str, seed: int = 0, root: str | os.PathLike | None 
 def cache_dir(data_dir: str | os.PathLike) -> Path:
     """The folder of decoded images and embeddings the pipeline caches for a participant folder
     (beside it, never inside it: the participant folder is handed out as it is)."""
-    from .pipeline import _cache_dir
+    from .pipeline import cache_dir as _pipeline_cache_dir
 
-    return _cache_dir(data_dir)
+    return _pipeline_cache_dir(data_dir)

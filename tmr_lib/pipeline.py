@@ -28,13 +28,13 @@ import torch.nn.functional as F
 
 from .config import Config
 
-__all__ = ["TrainSummary", "Prediction", "train", "predict", "score", "demo", "image_store",
+__all__ = ["TrainSummary", "Prediction", "train", "predict", "score", "demo", "image_store", "cache_dir",
            "pixel_embeddings", "format_table", "rank_with"]
 
 Log = Callable[[str], None]
 
 
-def _cache_dir(data: str | os.PathLike) -> Path:
+def cache_dir(data: str | os.PathLike) -> Path:
     """Decoded images live beside the participant folder, never inside it (it is handed out as is)."""
     data = Path(data).resolve()
     return data.parent / ".tmr_cache" / data.name
@@ -46,7 +46,7 @@ def image_store(cfg: Config, comp, progress: bool = True, cache: bool = True):
 
     paths = (list(comp.train["path"]) + list(comp.train["cite_path"]) + list(comp.cite["path"])
              + list(comp.test["path"]))
-    return ImageStore.load(paths, cfg.image_size, _cache_dir(comp.root) if cache else None,
+    return ImageStore.load(paths, cfg.image_size, cache_dir(comp.root) if cache else None,
                            num_workers=cfg.num_workers, progress=progress, desc="decode images")
 
 
@@ -130,19 +130,19 @@ def rank_with(model, cfg: Config, comp, store, progress: bool = True, cache: boo
     from .postprocess import postprocess as post
     from .search import build_index
 
-    cache_dir = _cache_dir(comp.root) if cache else None
+    folder = cache_dir(comp.root) if cache else None
     from . import distributed as dist
 
     model = model.to(dist.device())
-    cite_emb = _embed(model, store, list(comp.cite["path"]), cfg, cache_dir, "cites", progress)
-    test_emb = _embed(model, store, list(comp.test["path"]), cfg, cache_dir, "test", progress)
+    cite_emb = _embed(model, store, list(comp.cite["path"]), cfg, folder, "cites", progress)
+    test_emb = _embed(model, store, list(comp.test["path"]), cfg, folder, "test", progress)
     index = build_index(cite_emb, ids=comp.cite["gid"].to_numpy(), kind=cfg.index)
     gids = comp.test["gid"].tolist()
     plain = post(test_emb, index, None, k=cfg.k)
     do_post = cfg.postprocess if postprocess is None else postprocess
     if do_post and len(comp.train):
-        apply_emb = _embed(model, store, list(comp.train["path"]), cfg, cache_dir, "train queries", progress)
-        tcite_emb = _embed(model, store, list(comp.train["cite_path"]), cfg, cache_dir, "train cites", progress)
+        apply_emb = _embed(model, store, list(comp.train["path"]), cfg, folder, "train queries", progress)
+        tcite_emb = _embed(model, store, list(comp.train["cite_path"]), cfg, folder, "train cites", progress)
         memory = TrainMemory.from_frame(comp.train, apply_emb, tcite_emb)
         ranked = post(test_emb, index, memory, k=cfg.k, keep=cfg.pp_keep)
     else:
