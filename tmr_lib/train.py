@@ -394,6 +394,7 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
         save_encoder(model, best_path, meta={"epoch": 0, "fold": fold, "weights": str(weights),
                                              "val": {k: v for k, v in row.items() if k.startswith("val")}})
         log(f"[train] epoch 0 (starting weights): val Recall@20 {row['val_recall']:.3f}  MRR {row['val_mrr']:.3f}")
+        t_start = time.time() - elapsed_before  # the time budget and the warm-up count training only
 
     epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.epochs if not finished else start_epoch):
