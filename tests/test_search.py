@@ -55,3 +55,21 @@ def test_k_larger_than_database():
     db, q = _data(n=5)
     ids, scores = build_index(db, use_gpu=False).search(q, k=20)
     assert ids.shape == (40, 5)
+
+
+def test_tuning_knobs():
+    """ef_construction / train_size at build time, set_params at search time (the benchmarks tune these)."""
+    import faiss
+
+    db, q = _data()
+    hnsw = build_index(db, kind="HNSW16", use_gpu=False, ef_construction=80, ef_search=16)
+    assert faiss.downcast_index(hnsw.index).hnsw.efConstruction == 80
+    assert hnsw.set_params(ef_search=64).ef_search == 64
+    assert faiss.downcast_index(hnsw.index).hnsw.efSearch == 64
+    ivf = build_index(db, kind="IVF16,Flat", use_gpu=False, train_size=1000, train_iter=5, nprobe=1)
+    assert faiss.extract_index_ivf(ivf.index).cp.niter == 5
+    low = ivf.search(q, 10)[0]
+    full = ivf.set_params(nprobe=16).search(q, 10)[0]  # every list: exact
+    rows, _ = brute_force_topk(q, db, 10)
+    np.testing.assert_array_equal(full, rows.astype(str))
+    assert (low != full).any()
