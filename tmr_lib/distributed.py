@@ -77,7 +77,9 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group once every rank is done (no collective still in flight)."""
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 
