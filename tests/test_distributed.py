@@ -53,6 +53,7 @@ STEP_SCRIPT = textwrap.dedent("""
     memory = loss_fn.memory.embedding_memory.numpy()
     np.savez(f"{out}/rank{D.rank()}.npz", params=params, memory=memory, loss=loss.item(),
              filled=bool(loss_fn.memory.has_been_filled))
+    del net  # DDP holds the process group; cleanup() must be able to free it
     D.cleanup()
 """)
 

@@ -18,6 +18,7 @@ single-process code path is the same code.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 
 import torch
@@ -77,10 +78,17 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
-    """Leave the process group once every rank is done (no collective still in flight)."""
+    """Leave the process group once every rank is done (no collective still in flight).
+
+    Drop your DistributedDataParallel wrapper first: it holds the group, and a gloo group that is
+    only freed while the interpreter shuts down can abort the process (SIGABRT, "terminate called
+    without an active exception") after all the work succeeded. The ``gc.collect()`` frees groups
+    kept alive by reference cycles (DDP's hooks) now, while Python is still whole.
+    """
     if is_distributed():
         dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def shard(n: int) -> slice:
