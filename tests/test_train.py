@@ -34,6 +34,22 @@ def test_pair_batches_make_four_crops_per_pair():
     assert y.tolist() == [0, 1, 2] * 4
 
 
+def test_pair_batches_with_the_pretraining_views():
+    """augment="marks": every crop is its own draw of the pretraining augmentation, uint8 like the other style."""
+    torch.manual_seed(0)
+    imgs = torch.full((5, 3, 40, 40), 255, dtype=torch.uint8)
+    imgs[:, :, 10:30, 12:28] = torch.randint(0, 200, (5, 3, 20, 16), dtype=torch.uint8)
+    ds = PairBatches(imgs, 32, crops_per_pair=4, style="marks")
+    ds.set_plan([np.array([[0, 1, 0], [2, 3, 1], [-1, 4, 2]])])
+    x, y = ds[0]
+    assert x.shape == (12, 3, 32, 32) and x.dtype == torch.uint8
+    assert y.tolist() == [0, 1, 2] * 4
+    assert not torch.equal(x[:3], x[3:6])  # the two views of the apply image differ
+    assert x.float().mean() > 150  # mostly white paper: zoom-outs pad with white, not black
+    with pytest.raises(ValueError, match="unknown augmentation 'fancy'"):
+        PairBatches(imgs, 32, style="fancy")
+
+
 def test_train_writes_history_best_checkpoint_and_resumes(ci_competition, tmp_path):
     cfg = get_config("ci", epochs=2, xbm_start_epoch=1, extra_cite_pairs=16)
     r = train_encoder(cfg, ci_competition, tmp_path, fold=0, progress=False, log=lambda s: None)

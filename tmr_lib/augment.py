@@ -14,12 +14,16 @@ uint8 tensor ``(N, 3, S, S)``, and augmented here batch by batch -- no PIL, no f
 Optional additions (``Config.aug_extra``): ``"rot90"`` (random quarter turns) and
 ``"invert"`` (colour inversion) -- not in the 2nd place's recipe, switchable for experiments.
 
+:func:`marks_augment` is the other family: the batched views the kit's checkpoint was
+pretrained with (``tmr pretrain``), usable for fine-tuning with ``Config.augment = "marks"``.
+
     aug = BatchAugment(size=112)
     x = aug(batch_uint8, strong=True)          # uint8 (B, 3, 112, 112), new random draw per image
     inputs = normalize(x)                      # float, ImageNet mean/std
 """
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 
@@ -39,6 +43,7 @@ __all__ = [
     "weak_transform",
     "strong_transform",
     "BatchAugment",
+    "marks_augment",
     "inference_transform",
     "pil_to_uint8",
 ]
@@ -240,6 +245,57 @@ def strong_transform(size: int, extra: Sequence[str] = (), text_bank: TextBank |
             v2.Compose([PseudoLogo(text_bank), v2.Resize((size, size), antialias=True)]),
         ]),
     ])
+
+
+def marks_augment(x: torch.Tensor, out: int, generator: torch.Generator | None = None,
+                  as_uint8: bool = True) -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> (B, 3, out, out) views of marks, a new draw per image, all in a few kernels.
+
+    The augmentation ``tmr pretrain`` taught the kit's checkpoint with (``Config.augment =
+    "marks"`` fine-tunes with it too): geometry (zoom in 0.55-1 or out to 1.3, shift, small tilt,
+    quarter turns, mirror) is one affine grid per image applied with ``grid_sample`` on white;
+    colour is a per-image channel mix or permutation, gray, inversion; a few images are blurred.
+    Returns uint8, or float in [0, 1] with ``as_uint8=False``.
+    """
+    B = x.shape[0]
+    dev = x.device
+    g = generator
+
+    def U(lo, hi, n=B):
+        return torch.rand(n, device=dev, generator=g) * (hi - lo) + lo
+
+    zoom = torch.where(torch.rand(B, device=dev, generator=g) < 0.25, U(1.0, 1.3), U(0.55, 1.0))
+    ang = U(-0.2, 0.2) + (torch.randint(0, 4, (B,), device=dev, generator=g) * (math.pi / 2)) * (
+        torch.rand(B, device=dev, generator=g) < 0.25)
+    flip = torch.where(torch.rand(B, device=dev, generator=g) < 0.5, -1.0, 1.0)
+    tx, ty = U(-0.15, 0.15), U(-0.15, 0.15)
+    cos, sin = torch.cos(ang) * zoom, torch.sin(ang) * zoom
+    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+    xf = x.float().div_(255.0)
+    grid = F.affine_grid(theta, (B, 3, out, out), align_corners=False)
+    y = F.grid_sample(xf - 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1.0
+
+    # colour: mix channels near identity or permute, gray, invert
+    mix = torch.eye(3, device=dev).expand(B, 3, 3).clone()
+    perm = torch.rand(B, device=dev, generator=g) < 0.3
+    if perm.any():
+        idx = torch.rand(int(perm.sum()), 3, device=dev, generator=g).argsort(dim=1)
+        mix[perm] = torch.eye(3, device=dev)[idx]
+    mix = mix + 0.15 * torch.randn(B, 3, 3, device=dev, generator=g)
+    y = torch.einsum("bij,bjhw->bihw", mix, y - 1.0) + 1.0
+    gray = torch.rand(B, device=dev, generator=g) < 0.2
+    if gray.any():
+        y[gray] = y[gray].mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    inv = torch.rand(B, device=dev, generator=g) < 0.1
+    if inv.any():
+        y[inv] = 1.0 - y[inv]
+    blur = torch.rand(B, device=dev, generator=g) < 0.2
+    if blur.any():
+        k = torch.tensor([1.0, 2.0, 1.0], device=dev)
+        k = (k[:, None] * k[None, :]) / 16.0
+        y[blur] = F.conv2d(F.pad(y[blur], (1, 1, 1, 1), mode="replicate"), k.expand(3, 1, 3, 3), groups=3)
+    y = y.clamp_(0.0, 1.0)
+    return y.mul_(255.0).round_().to(torch.uint8) if as_uint8 else y
 
 
 class BatchAugment:

@@ -59,6 +59,9 @@ class Config:
     freeze_bn: bool = False  #: BatchNorm layers keep the starting weights' statistics (fine-tuning)
     freeze_layers: float = 0.0  #: share of the backbone's layers, from the input, left untrained (fine-tuning)
     extra_cite_pairs: int = 0  #: unannotated cites per epoch used as (weak, strong) self-pairs
+    #: "2nd-place" (weak/strong torchvision pipelines) or "marks" (the pretraining views of
+    #: ``tmr pretrain``, so fine-tuning keeps teaching what the checkpoint learned)
+    augment: str = "2nd-place"
     aug_extra: tuple[str, ...] = ()  #: additions to the 2nd-place augmentations: "rot90", "invert"
     n_folds: int = 5
     folds: tuple[int, ...] = (0,)  #: which folds to train (one model each; embeddings averaged)

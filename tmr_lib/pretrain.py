@@ -126,55 +126,16 @@ def render_pool(refs: list[MarkRef], n: int, size: int, seed: int, path: str | P
 
 
 def augment_batch(x, out: int, generator=None):
-    """uint8 (B, 3, S, S) -> augmented float (B, 3, out, out), a new draw per image, one kernel each.
+    """uint8 (B, 3, S, S) -> augmented, normalised float (B, 3, out, out), a new draw per image.
 
-    Geometry (zoom in 0.55-1 or out to 1.3, shift, small tilt, quarter turns, mirror) is one
-    affine grid per image applied with grid_sample on white; colour is a per-image channel mix,
-    gray, inversion; a few images are blurred.
+    The pretraining views: :func:`tmr_lib.augment.marks_augment` (zoom, shift, tilt, quarter
+    turns, mirror, channel mixing, gray, inversion, blur), kept in float and normalised.
     """
-    import torch
-    import torch.nn.functional as F
+    from .augment import MEAN, STD, marks_augment
 
-    B = x.shape[0]
-    dev = x.device
-    g = generator
-
-    def U(lo, hi, n=B):
-        return torch.rand(n, device=dev, generator=g) * (hi - lo) + lo
-
-    zoom = torch.where(torch.rand(B, device=dev, generator=g) < 0.25, U(1.0, 1.3), U(0.55, 1.0))
-    ang = U(-0.2, 0.2) + (torch.randint(0, 4, (B,), device=dev, generator=g) * (math.pi / 2)) * (
-        torch.rand(B, device=dev, generator=g) < 0.25)
-    flip = torch.where(torch.rand(B, device=dev, generator=g) < 0.5, -1.0, 1.0)
-    tx, ty = U(-0.15, 0.15), U(-0.15, 0.15)
-    cos, sin = torch.cos(ang) * zoom, torch.sin(ang) * zoom
-    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
-    xf = x.float().div_(255.0)
-    grid = F.affine_grid(theta, (B, 3, out, out), align_corners=False)
-    y = F.grid_sample(xf - 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1.0
-
-    # colour: mix channels near identity or permute, gray, invert
-    mix = torch.eye(3, device=dev).expand(B, 3, 3).clone()
-    perm = torch.rand(B, device=dev, generator=g) < 0.3
-    if perm.any():
-        idx = torch.rand(int(perm.sum()), 3, device=dev, generator=g).argsort(dim=1)
-        mix[perm] = torch.eye(3, device=dev)[idx]
-    mix = mix + 0.15 * torch.randn(B, 3, 3, device=dev, generator=g)
-    y = torch.einsum("bij,bjhw->bihw", mix, y - 1.0) + 1.0
-    gray = torch.rand(B, device=dev, generator=g) < 0.2
-    if gray.any():
-        y[gray] = y[gray].mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
-    inv = torch.rand(B, device=dev, generator=g) < 0.1
-    if inv.any():
-        y[inv] = 1.0 - y[inv]
-    blur = torch.rand(B, device=dev, generator=g) < 0.2
-    if blur.any():
-        k = torch.tensor([1.0, 2.0, 1.0], device=dev)
-        k = (k[:, None] * k[None, :]) / 16.0
-        y[blur] = F.conv2d(F.pad(y[blur], (1, 1, 1, 1), mode="replicate"), k.expand(3, 1, 3, 3), groups=3)
-    y = y.clamp_(0.0, 1.0)
-    mean = torch.tensor((0.485, 0.456, 0.406), device=dev).view(1, 3, 1, 1)
-    std = torch.tensor((0.229, 0.224, 0.225), device=dev).view(1, 3, 1, 1)
+    y = marks_augment(x, out, generator, as_uint8=False)
+    mean = y.new_tensor(MEAN).view(1, 3, 1, 1)
+    std = y.new_tensor(STD).view(1, 3, 1, 1)
     return (y - mean) / std
 
 

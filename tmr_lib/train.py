@@ -44,7 +44,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as dist
-from .augment import BatchAugment, TextBank, normalize
+from .augment import BatchAugment, TextBank, marks_augment, normalize
 from .config import Config
 from .embed import ImageStore, default_device, embed_images
 from .encoder import Encoder, WeightsInfo, build_encoder, save_encoder
@@ -85,6 +85,9 @@ def lr_factor(progress: float, warmup: float) -> float:
 # ----------------------------------------------------------------------------------------
 # Data: items -> augmented batches
 # ----------------------------------------------------------------------------------------
+AUGMENT_STYLES = ("2nd-place", "marks")
+
+
 class PairBatches(Dataset):
     """Step ``i`` -> (uint8 crops (4B, 3, S, S), labels (4B,)) for one epoch's plan.
 
@@ -94,10 +97,15 @@ class PairBatches(Dataset):
     """
 
     def __init__(self, images: torch.Tensor, size: int, crops_per_pair: int = 4, extra=(),
-                 text_bank: TextBank | None = None):
+                 text_bank: TextBank | None = None, style: str = "2nd-place"):
+        if style not in AUGMENT_STYLES:
+            raise ValueError(f"unknown augmentation {style!r}; choose from {', '.join(AUGMENT_STYLES)}")
+        if crops_per_pair not in (2, 4):
+            raise ValueError("crops_per_pair must be 2 or 4")
         self.images = images
         self.crops = crops_per_pair
-        self.augment = BatchAugment(size, extra, text_bank)
+        self.size, self.style = size, style
+        self.augment = BatchAugment(size, extra, text_bank) if style == "2nd-place" else None
         self.plan: list[np.ndarray] = []
 
     def set_plan(self, batches: list[np.ndarray]) -> None:
@@ -112,12 +120,12 @@ class PairBatches(Dataset):
         a = self.images[torch.from_numpy(apply_rows)]
         c = self.images[torch.from_numpy(items[:, 1])]
         labels = torch.from_numpy(items[:, 2]).long()
-        if self.crops == 4:
+        if self.style == "marks":  # the pretraining views: every crop an independent draw
+            crops = [marks_augment(src, self.size) for src in ((a, c) if self.crops == 2 else (a, a, c, c))]
+        elif self.crops == 4:
             crops = [self.augment(a, False), self.augment(a, True), self.augment(c, False), self.augment(c, True)]
-        elif self.crops == 2:
-            crops = [self.augment(a, False), self.augment(c, True)]
         else:
-            raise ValueError("crops_per_pair must be 2 or 4")
+            crops = [self.augment(a, False), self.augment(c, True)]
         return torch.cat(crops), labels.repeat(len(crops))
 
 
@@ -365,7 +373,7 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
         else:
             log(f"[train] {last_path} was written with other settings: starting afresh")
 
-    dataset = PairBatches(store.images, cfg.image_size, cfg.crops_per_pair, cfg.aug_extra)
+    dataset = PairBatches(store.images, cfg.image_size, cfg.crops_per_pair, cfg.aug_extra, style=cfg.augment)
     workers = cfg.num_workers
     threads_before = torch.get_num_threads()
     if device.type == "cpu":
