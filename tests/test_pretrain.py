@@ -79,3 +79,25 @@ def test_the_shipped_checkpoint_loads_offline_and_embeds():
     assert e.shape == (2, 512) and torch.allclose(e.norm(dim=1), torch.ones(2), atol=1e-4)
     with pytest.raises(FileNotFoundError, match="ships mark-pretrained weights for"):
         kit_weights_path("resnet18")
+
+
+def test_heldout_command_scores_pixels_checkpoint_and_a_model(tmp_path, capsys):
+    """`tmr heldout --model F`: one table, raw pixels below the checkpoint, and a model file holding the
+    checkpoint's own weights scores exactly what the checkpoint scores."""
+    from tmr_lib.cli import main
+    from tmr_lib.encoder import build_encoder, save_encoder
+
+    model, _ = build_encoder("mobilenetv3_large_100", pretrained="tmr-marks", image_size=112)
+    path = save_encoder(model, tmp_path / "same.safetensors")
+    assert main(["heldout", "--model", str(path), "--queries", "40", "--distractors", "40"]) == 0
+    rows = {}
+    for line in capsys.readouterr().out.splitlines():
+        parts = line.split()
+        for name in ("raw pixels", "tmr-marks checkpoint", str(path)):
+            if line.startswith(name):
+                rows[name] = [float(v) for v in parts[-6:] if v != "-"]
+    assert len(rows) == 3, rows
+    assert rows["tmr-marks checkpoint"] == rows[str(path)]
+    assert rows["tmr-marks checkpoint"][0] > rows["raw pixels"][0] + 0.2
+    assert main(["heldout", "--model", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err

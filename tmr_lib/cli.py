@@ -5,6 +5,7 @@
     tmr data sheet data/tmr-cpu --out sheet.png        contact sheet of examples per category
     tmr train | predict | demo                         the pipeline (see README; `make demo`)
     tmr pretrain --minutes 30                          pretrain a mark encoder (resumable)
+    tmr heldout --model runs/cpu                       score it on marks pretraining never saw
 
 Heavy libraries (torch) are imported only by the commands that need them.
 """
@@ -115,11 +116,53 @@ def _cmd_pretrain(args) -> int:
     return 0
 
 
+def _add_heldout_command(sub) -> None:
+    p = sub.add_parser("heldout", help="Recall@20 on marks held out of pretraining: pixels, checkpoint, your models",
+                       description="Score raw pixels, the kit's tmr-marks checkpoint and any trained models on "
+                                   "queries made only from marks that pretraining never saw (issue 7's honest check).")
+    p.add_argument("--model", action="append", default=[], metavar="PATH",
+                   help="a trained model folder (model.json, e.g. runs/cpu) or .safetensors file; repeatable")
+    p.add_argument("--queries", type=int, default=300)
+    p.add_argument("--distractors", type=int, default=1200)
+    p.add_argument("--image-size", type=int, default=112)
+    p.add_argument("--seed", type=int, default=123)
+    p.set_defaults(func=_cmd_heldout)
+
+
+def _cmd_heldout(args) -> int:
+    from pathlib import Path
+
+    from .encoder import build_encoder, load_ensemble
+    from .pretrain import heldout_set, model_embeddings, pixel_embeddings, recall_by_category
+
+    for m in args.model:  # fail before the rendering, not after
+        if not Path(m).exists():
+            raise FileNotFoundError(f"--model {m} does not exist: give a trained model folder (model.json, "
+                                    "e.g. runs/cpu after `make demo`) or a .safetensors file")
+    print(f"rendering {args.queries} held-out queries and {args.queries + args.distractors} gallery images ...",
+          flush=True)
+    Q, G, ans, cats = heldout_set(args.queries, args.distractors, seed=args.seed)
+    rows = [("raw pixels (32 px gray, cosine)", recall_by_category(pixel_embeddings(Q) @ pixel_embeddings(G).T,
+                                                                    ans, cats))]
+    models = [("tmr-marks checkpoint (no fine-tuning)",
+               build_encoder("mobilenetv3_large_100", "tmr-marks", image_size=args.image_size)[0])]
+    models += [(m, load_ensemble(m)) for m in args.model]
+    for name, model in models:
+        eq, eg = model_embeddings(model, Q, args.image_size), model_embeddings(model, G, args.image_size)
+        rows.append((name, recall_by_category(eq @ eg.T, ans, cats)))
+    from .pipeline import format_table
+
+    print(format_table([(name, {"recall": {20: r["all"]}, "per_category": {k: v for k, v in r.items() if k != "all"}})
+                        for name, r in rows]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tmr", description="TMR Kit: trademark image retrieval, end to end.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     _add_pretrain_commands(sub)
+    _add_heldout_command(sub)
     pipeline_cli.register(sub)  # train, predict, demo (torch is imported only when they run)
     return p
 

@@ -254,7 +254,7 @@ def _rjust(text: str, width: int) -> str:
 
 
 def format_table(rows: list[tuple[str, dict[str, Any]]], k: int = 20) -> str:
-    """A fixed-width table: one row per method, Recall@k, MRR and Recall@k per category."""
+    """A fixed-width table: one row per method, Recall@k, MRR (``-`` where absent) and Recall@k per category."""
     from .metrics import CATEGORY_NAMES
 
     cats = sorted({c for _, m in rows for c in m.get("per_category", {})})
@@ -266,7 +266,8 @@ def format_table(rows: list[tuple[str, dict[str, Any]]], k: int = 20) -> str:
     lines = [head, sub, "-" * _cols(sub)]
     for name, m in rows:
         per = m.get("per_category", {})
-        lines.append(f"{name:{nw}s} {m['recall'][k]:6.3f} {m['mrr']:6.3f} " + " ".join(
+        mrr = f"{m['mrr']:6.3f}" if "mrr" in m else f"{'-':>6s}"
+        lines.append(f"{name:{nw}s} {m['recall'][k]:6.3f} {mrr} " + " ".join(
             _rjust(f"{per.get(c, float('nan')):.3f}", w) for c in cats))
     return "\n".join(lines)
 
