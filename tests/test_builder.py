@@ -173,6 +173,32 @@ def test_build_from_the_users_own_marks(tmp_path):
     assert json.loads((out / "dataset.json").read_text())["marks"] == str(marks.resolve())
 
 
+def test_heldout_marks_build_draws_only_marks_pretraining_never_saw(tmp_path, monkeypatch):
+    """--marks heldout: a competition of the marks held out of `tmr pretrain`, to judge fine-tuning on marks
+    the starting weights never met."""
+    from tmr_lib.marks import default_catalogue
+    from tmr_lib.pretrain import split_marks
+
+    seen = {}
+    real = builder.make_plan
+
+    def spy(spec, seed, n_refs):
+        seen["n_refs"] = n_refs
+        return real(spec, seed, n_refs)
+
+    monkeypatch.setattr(builder, "make_plan", spy)
+    tiny = replace(BUILD_PRESETS["ci"], name="tiny", n_cite=80, n_train_queries=30, n_test_queries=10, image_size=96)
+    out, host = build_competition(tmp_path / "held", preset=tiny, marks="heldout", workers=1, progress=False)
+    everything = default_catalogue()
+    assert seen["n_refs"] == len(split_marks(everything)[1]) < len(everything) // 3
+    assert json.loads((out / "dataset.json").read_text())["marks"] == "heldout"
+    assert len(load_competition(out).test) == 10
+    with pytest.raises(BuildError, match="give one of them"):
+        build_competition(tmp_path / "x", preset=tiny, marks="heldout", marks_dir=tmp_path, progress=False)
+    with pytest.raises(BuildError, match="unknown marks 'mine'"):
+        build_competition(tmp_path / "y", preset=tiny, marks="mine", progress=False)
+
+
 def test_identical_drawings_are_redrawn_not_kept(tmp_path):
     """13 marks and 400 cites: the same mark, frame and colour come up again and again."""
     marks = tmp_path / "marks"

@@ -263,6 +263,10 @@ def host_dir_for(out: str | Path) -> Path:
     return out.with_name(out.name + "-host")
 
 
+#: the built-in mark sets: the whole catalogue, or only the marks held out of pretraining
+MARK_SETS = ("default", "heldout")
+
+
 def _identity(preset: BuildPreset, seed: int, marks_dir: str | None) -> dict:
     return {"format": FORMAT, "preset": asdict(preset), "seed": seed, "marks": marks_dir or "default"}
 
@@ -286,8 +290,12 @@ def build_competition(
     workers: int | None = None,
     force: bool = False,
     progress: bool = True,
+    marks: str = "default",
 ) -> tuple[Path, Path]:
     """Build a competition; return (participant folder, host folder).
+
+    ``marks="heldout"`` draws only the marks that ``tmr pretrain`` held out (never seen by the
+    kit's tmr-marks checkpoint), so fine-tuning can be judged on marks the starting weights never met.
 
     If `out` already holds this very build (same preset, seed and marks), nothing is done.
     If it holds anything else, a BuildError says so unless `force` replaces it.
@@ -299,8 +307,12 @@ def build_competition(
     spec = BUILD_PRESETS[preset] if isinstance(preset, str) else preset
     out = Path(out).expanduser().resolve()
     host = Path(host_out).expanduser().resolve() if host_out else host_dir_for(out)
+    if marks not in MARK_SETS:
+        raise BuildError(f"unknown marks {marks!r}; choose one of {', '.join(MARK_SETS)} (or --marks-dir)")
+    if marks_dir and marks != "default":
+        raise BuildError(f"--marks {marks} and --marks-dir both choose the marks: give one of them")
     marks_dir = str(Path(marks_dir).expanduser().resolve()) if marks_dir else None
-    identity = _identity(spec, seed, marks_dir)
+    identity = _identity(spec, seed, marks_dir or (marks if marks != "default" else None))
 
     if out.exists() and any(out.iterdir()):
         have = existing_build(out)
@@ -321,6 +333,10 @@ def build_competition(
 
     t0 = time.time()
     refs = user_marks(marks_dir) if marks_dir else default_catalogue()
+    if marks == "heldout":
+        from .pretrain import split_marks
+
+        refs = [refs[i] for i in split_marks(refs)[1]]
     if len(refs) < 8:
         raise BuildError(f"{len(refs)} usable mark(s) in {marks_dir}: at least 8 are needed to build a competition.")
     plan = make_plan(spec, seed, len(refs))

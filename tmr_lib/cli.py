@@ -31,6 +31,8 @@ def _add_data_commands(sub) -> None:
     b.add_argument("--host-out", default=None, help="host folder for the answers (default <out>-host)")
     b.add_argument("--seed", type=int, default=0, help="same seed, same dataset and ids (default 0)")
     b.add_argument("--marks-dir", default=None, help="build from your own folder of marks (PNG, JPEG or SVG)")
+    b.add_argument("--marks", default="default", choices=["default", "heldout"],
+                   help="built-in marks: all (default) or only those held out of the tmr-marks pretraining")
     b.add_argument("--workers", type=int, default=None, help="rendering processes (default: all cores)")
     b.add_argument("--force", action="store_true", help="replace whatever --out already holds")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -55,7 +57,7 @@ def _cmd_build(args) -> int:
     before = existing_build(out)
     out, host = build_competition(out, preset=args.preset, seed=args.seed, marks_dir=args.marks_dir,
                                   host_out=args.host_out, workers=args.workers, force=args.force,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, marks=args.marks)
     if before is not None and not args.force and existing_build(out) == before:
         print(f"{out} already holds this dataset (preset {args.preset}, seed {args.seed}); nothing to do.")
     print(summary_text(out, host))
