@@ -1,6 +1,7 @@
 """The `tmr` command line (also `python -m tmr_lib`).
 
     tmr data build --preset cpu --out data/tmr-cpu     build a competition (answers kept apart)
+    tmr data build --marks heldout --out data/tmr-heldout   ... from marks pretraining never saw
     tmr data summary data/tmr-cpu                      describe a built competition
     tmr data sheet data/tmr-cpu --out sheet.png        contact sheet of examples per category
     tmr train | predict | demo                         the pipeline (see README; `make demo`)
