@@ -135,8 +135,9 @@ def _add_heldout_command(sub) -> None:
 def _cmd_heldout(args) -> int:
     from pathlib import Path
 
+    from .demo import format_table
     from .encoder import build_encoder, load_ensemble
-    from .pretrain import heldout_set, model_embeddings, pixel_embeddings, recall_by_category
+    from .pretrain import heldout_answers, heldout_retrieval, heldout_set
 
     for m in args.model:  # fail before the rendering, not after
         if not Path(m).exists():
@@ -145,18 +146,13 @@ def _cmd_heldout(args) -> int:
     print(f"rendering {args.queries} held-out queries and {args.queries + args.distractors} gallery images ...",
           flush=True)
     Q, G, ans, cats = heldout_set(args.queries, args.distractors, seed=args.seed)
-    rows = [("raw pixels (32 px gray, cosine)", recall_by_category(pixel_embeddings(Q) @ pixel_embeddings(G).T,
-                                                                    ans, cats))]
+    answers = heldout_answers(ans, cats)
     models = [("tmr-marks checkpoint (no fine-tuning)",
                build_encoder("mobilenetv3_large_100", "tmr-marks", image_size=args.image_size)[0])]
     models += [(m, load_ensemble(m)) for m in args.model]
-    for name, model in models:
-        eq, eg = model_embeddings(model, Q, args.image_size), model_embeddings(model, G, args.image_size)
-        rows.append((name, recall_by_category(eq @ eg.T, ans, cats)))
-    from .pipeline import format_table
-
-    print(format_table([(name, {"recall": {20: r["all"]}, "per_category": {k: v for k, v in r.items() if k != "all"}})
-                        for name, r in rows]))
+    rows = [heldout_retrieval(None, Q, G)] + [heldout_retrieval(model, Q, G, args.image_size, name)
+                                              for name, model in models]
+    print(format_table([(r.name, r.metrics(answers)) for r in rows]))
     return 0
 
 

@@ -5,7 +5,9 @@
     cfg = get_config("cpu", epochs=3, image_size=96)
     print(cfg)                       # one line per field, grouped as below
 
-Three presets:
+Three recipes (presets; ``--preset`` / ``$TMR_PRESET``). A recipe is *how* to train; a dataset
+*size* (ci / cpu / full, ``tmr data build --size``) is what to train on, and ``Config.dataset``
+says which size a recipe uses by default: ci -> ci, cpu -> cpu, gpu -> cpu.
 
 * ``ci``  -- the kit's pretrained MobileNetV3 at 64 px, one short epoch: seconds, for the tests.
 * ``cpu`` -- the kit's pretrained MobileNetV3 (tmr-marks) at 112 px: minutes on 2 cores.
@@ -24,7 +26,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Config", "PRESETS", "get_config", "preset_names", "DEFAULT_PRESET"]
+__all__ = ["Config", "PRESETS", "get_config", "preset_names", "DEFAULT_PRESET", "DATASET_SIZES"]
+
+#: dataset sizes (``tmr data build --size``; tmr_lib.builder.BUILD_PRESETS): a different word from a
+#: recipe (ci / cpu / gpu); each recipe names its size in ``Config.dataset``.
+DATASET_SIZES = ("ci", "cpu", "full")
 
 DEFAULT_PRESET = "cpu"
 
@@ -34,6 +40,9 @@ class Config:
     """Every knob of the pipeline; the presets below fill it in."""
 
     name: str = "cpu"
+    #: the dataset size this recipe trains on by default (``tmr data build --size``): ci, cpu or full.
+    #: The one place a recipe name meets a dataset size (the gpu recipe trains on the cpu-sized competition).
+    dataset: str = "cpu"
 
     # -- encoder ---------------------------------------------------------------------------
     #: timm model names; several backbones are trained separately and their embeddings concatenated.
@@ -153,6 +162,7 @@ def _coerce(cfg: Config, key: str, value: Any) -> Any:
 PRESETS: dict[str, Config] = {
     "ci": Config(
         name="ci",
+        dataset="ci",
         backbones=("mobilenetv3_large_100",),
         pretrained="tmr-marks",
         image_size=64,
@@ -199,6 +209,7 @@ PRESETS: dict[str, Config] = {
     ),
     "gpu": Config(
         name="gpu",
+        dataset="cpu",  # the 2nd-place recipe on the default competition; --data for any other
         backbones=(
             "swin_large_patch4_window12_384.ms_in22k_ft_in1k",
             "convnext_base.fb_in22k_ft_in1k_384",

@@ -230,46 +230,4 @@ def _prune(folder: Path, pattern: str, keep: int) -> None:
             pass
 
 
-class ImageStore:
-    """Decoded images by path: one uint8 tensor (N, 3, S, S) plus a path -> row map.
-
-        store = ImageStore.load(all_paths, size=112, cache_dir="data/tmr-cpu/.cache")
-        batch = store.get(["/abs/apply_images/123/123.jpg", ...])
-    """
-
-    def __init__(self, paths: Sequence[str], images: torch.Tensor):
-        self.paths = [str(p) for p in paths]
-        self.images = images
-        self.row = {p: i for i, p in enumerate(self.paths)}
-        if len(self.row) != len(self.paths):
-            raise ValueError("ImageStore paths must be unique")
-
-    @classmethod
-    def load(cls, paths: Sequence[str | os.PathLike], size: int, cache_dir: str | os.PathLike | None = None,
-             num_workers: int = 2, progress: bool = True, desc: str = "decode") -> ImageStore:
-        unique = list(dict.fromkeys(str(p) for p in paths))
-        return cls(unique, load_images(unique, size, cache_dir, num_workers=num_workers,
-                                       progress=progress, desc=desc))
-
-    @property
-    def size(self) -> int:
-        return int(self.images.shape[-1])
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __contains__(self, path: object) -> bool:
-        return str(path) in self.row
-
-    def rows(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
-        try:
-            return np.fromiter((self.row[str(p)] for p in paths), dtype=np.int64, count=len(paths))
-        except KeyError as e:
-            raise KeyError(f"image not in the store: {e.args[0]}") from None
-
-    def get(self, paths: Sequence[str | os.PathLike]) -> torch.Tensor:
-        return self.images[torch.from_numpy(self.rows(paths))]
-
-    def subset(self, paths: Sequence[str | os.PathLike]) -> ImageStore:
-        unique = list(dict.fromkeys(str(p) for p in paths))
-        return ImageStore(unique, self.get(unique))
+from .images import ImageStore  # noqa: E402 - moved to tmr_lib.images; kept importable here

@@ -86,7 +86,10 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _default_data(cfg) -> str:
-    return f"data/tmr-{cfg.name if cfg.name in ('ci', 'cpu', 'full') else 'cpu'}"
+    """The recipe's dataset (Config.dataset: ci -> data/tmr-ci, cpu and gpu -> data/tmr-cpu)."""
+    from .paths import default_data_dir
+
+    return str(default_data_dir(cfg.dataset))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -124,7 +127,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     pred = pipeline.predict(cfg, args.data or _default_data(cfg), model, out,
                             progress=not args.quiet, postprocess=not args.no_postprocess)
     if args.host and dist.is_main():
-        m = pipeline.score(pred.ranked, args.host, cfg.k)
+        m = pred.retrieval.metrics(args.host)
         print(pipeline.format_table([("submission", m)], cfg.k))
     dist.cleanup()
     return 0

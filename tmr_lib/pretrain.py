@@ -22,7 +22,6 @@ the pool; `evaluate_heldout` scores retrieval on scenes made only of held-out ma
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -142,19 +141,96 @@ def augment_batch(x, out: int, generator=None):
 # --------------------------------------------------------------------------- training
 
 
+def _pair_batches(data, batch_pairs: int, image_size: int, gen, device):
+    """Endless (augmented views, labels) batches: B random pairs, their two sides in random order, each
+    view a new draw of the pretraining augmentation; the two views of a pair share a label."""
+    import torch
+
+    B = batch_pairs
+    labels = torch.arange(B, device=device).repeat(2)
+    while True:
+        idx = torch.randint(0, data.shape[0], (B,), generator=gen, device=device)
+        pair = data[idx.to(data.device)].to(device, non_blocking=True)
+        swap = torch.rand(B, device=device, generator=gen) < 0.5
+        a = torch.where(swap[:, None, None, None], pair[:, 1], pair[:, 0])
+        b = torch.where(swap[:, None, None, None], pair[:, 0], pair[:, 1])
+        yield augment_batch(torch.cat([a, b]), image_size, gen), labels
+
+
+#: optimiser steps between two checkpoints (one "epoch" of the loop)
+CHECKPOINT_STEPS = 500
+
+
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: str | Path | None = None,
              pool_path: str | Path | None = None, progress: bool = True, log=print) -> Path:
-    """Pretrain an Encoder on the pair pool; writes last.pt (resumable) and history.json."""
+    """Pretrain an Encoder on the pair pool; writes last.pt (resumable) and history.json.
+
+    The loop is the kit's one training loop (:func:`tmr_lib.loop.train_one_epoch`), called in
+    rounds of :data:`CHECKPOINT_STEPS` steps with a checkpoint after each; what pretraining passes
+    in: the endless batches of augmented scene pairs, NT-Xent, AdamW, a warm-up + cosine
+    :class:`tmr_lib.loop.Schedule` over the time budget (or ``max_steps``), bf16 on CUDA."""
     import torch
     from pytorch_metric_learning.losses import NTXentLoss
-    from tqdm.auto import tqdm
 
     from .encoder import Encoder
+    from .loop import LoopState, Schedule, train_one_epoch
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed)
+    data, n_train, n_held = _load_pool(cfg, out_dir, pool_path, progress, log)
+    if device.type == "cuda":
+        data = data.to(device)
+
+    model = Encoder(cfg.backbone, cfg.embed_dim, image_size=cfg.image_size).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = NTXentLoss(temperature=cfg.temperature)
+    state, history = LoopState(), []
+    if resume:
+        ck = torch.load(resume, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        state.updates, state.images_seen, history = ck["step"], ck["seen"], ck["history"]
+        log(f"resumed from {resume} at step {state.updates} ({state.images_seen} crops seen)")
+    total_steps = cfg.max_steps or 10**9
+    schedule = Schedule(total_updates=total_steps, budget_s=cfg.minutes * 60, warmup_updates=cfg.warmup_steps,
+                        floor=0.02)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed + state.updates)
+    seen_start = state.images_seen
+
+    def on_step(step: int, loss: float) -> None:
+        if step % 25 == 0 or step == 1:
+            rate = (state.images_seen - seen_start) / max(1e-6, state.elapsed())
+            history.append({"step": step, "loss": round(loss, 4), "lr": opt.param_groups[0]["lr"],
+                            "crops_per_s": round(rate, 1)})
+
+    batches = _pair_batches(data, cfg.batch_pairs, cfg.image_size, gen, device)
+    model.train()
+    while state.updates < total_steps:
+        stats = train_one_epoch(model, batches, loss_fn, opt, schedule, state, device=device, prepare=lambda x: x,
+                                amp="bf16", max_steps=min(CHECKPOINT_STEPS, total_steps - state.updates),
+                                progress=progress, desc=f"pretraining (step {state.updates})", on_step=on_step)
+        _save(out_dir / "last.pt", model, opt, state.updates, state.images_seen, history, cfg)
+        if stats.out_of_time:
+            break
+    elapsed = state.elapsed()
+    summary = {"steps": state.updates, "crops_seen": state.images_seen, "seconds_this_run": round(elapsed, 1),
+               "crops_per_s": round((state.images_seen - seen_start) / max(elapsed, 1e-6), 1),
+               "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
+               "n_train_marks": n_train, "n_heldout_marks": n_held, "config": asdict(cfg)}
+    (out_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"pretrained {state.updates} steps, {state.images_seen} crops, {summary['crops_per_s']} crops/s "
+        f"on {summary['device']}")
+    return out_dir / "last.pt"
+
+
+def _load_pool(cfg: PretrainConfig, out_dir: Path, pool_path, progress: bool, log):
+    """The rendered pair pool as a uint8 tensor (N, 2, 3, S, S), rendered on first use."""
+    import torch
+
     refs = default_catalogue()
     train_idx, held_idx = split_marks(refs, cfg.seed, cfg.holdout_family, cfg.holdout_frac)
     train_refs = [refs[i] for i in train_idx]
@@ -167,71 +243,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: str | Path | None
         pool = render_pool(train_refs, cfg.n_pairs, cfg.pool_size, cfg.seed, pool_path, cfg.workers, progress)
         log(f"pair pool: {cfg.n_pairs} pairs of {len(train_refs)} marks rendered in {time.time() - t0:.0f} s "
             f"({2 * cfg.n_pairs / (time.time() - t0):.0f} images/s); {len(held_idx)} marks held out")
-    data = torch.from_numpy(np.array(pool)).permute(0, 1, 4, 2, 3)  # (N, 2, 3, S, S)
-    if device.type == "cuda":
-        data = data.to(device)
-
-    model = Encoder(cfg.backbone, cfg.embed_dim, image_size=cfg.image_size).to(device)
-    model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = NTXentLoss(temperature=cfg.temperature)
-    step, seen, history = 0, 0, []
-    if resume:
-        ck = torch.load(resume, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step, seen, history = ck["step"], ck["seen"], ck["history"]
-        log(f"resumed from {resume} at step {step} ({seen} crops seen)")
-    total_steps = cfg.max_steps or 10**9
-    deadline = time.time() + cfg.minutes * 60
-    gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed + step)
-    amp = device.type == "cuda"
-    model.train()
-    bar = tqdm(desc="pretraining", unit="step", disable=not progress, mininterval=2.0)
-    t_start, seen_start = time.time(), seen
-    B = cfg.batch_pairs
-    est_total = None
-    while step < total_steps and time.time() < deadline:
-        idx = torch.randint(0, data.shape[0], (B,), generator=gen, device=device)
-        pair = data[idx.to(data.device)].to(device, non_blocking=True)
-        swap = torch.rand(B, device=device, generator=gen) < 0.5
-        a = torch.where(swap[:, None, None, None], pair[:, 1], pair[:, 0])
-        b = torch.where(swap[:, None, None, None], pair[:, 0], pair[:, 1])
-        x = augment_batch(torch.cat([a, b]), cfg.image_size, gen).contiguous(memory_format=torch.channels_last)
-        labels = torch.arange(B, device=device).repeat(2)
-        if est_total is None:
-            est_total = cfg.max_steps or max(1000, int(cfg.minutes * 60 * 5))
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
-        frac = min(1.0, (time.time() - t_start) / max(1.0, deadline - t_start)) if not cfg.max_steps else step / total_steps
-        lr *= 0.5 * (1 + math.cos(math.pi * frac)) * 0.98 + 0.02
-        for grp in opt.param_groups:
-            grp["lr"] = lr
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            emb = model(x)
-        loss = loss_fn(emb.float(), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        seen += 2 * B
-        if step % 25 == 0 or step == 1:
-            rate = (seen - seen_start) / (time.time() - t_start)
-            history.append({"step": step, "loss": round(float(loss.detach()), 4), "lr": lr, "crops_per_s": round(rate, 1)})
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", crops_s=f"{rate:.0f}")
-        bar.update()
-        if step % 500 == 0:
-            _save(out_dir / "last.pt", model, opt, step, seen, history, cfg)
-    bar.close()
-    elapsed = time.time() - t_start
-    _save(out_dir / "last.pt", model, opt, step, seen, history, cfg)
-    summary = {"steps": step, "crops_seen": seen, "seconds_this_run": round(elapsed, 1),
-               "crops_per_s": round((seen - seen_start) / max(elapsed, 1e-6), 1),
-               "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
-               "n_train_marks": len(train_idx), "n_heldout_marks": len(held_idx), "config": asdict(cfg)}
-    (out_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log(f"pretrained {step} steps, {seen} crops, {summary['crops_per_s']} crops/s on {summary['device']}")
-    return out_dir / "last.pt"
+    return torch.from_numpy(np.array(pool)).permute(0, 1, 4, 2, 3), len(train_idx), len(held_idx)
 
 
 def _save(path: Path, model, opt, step, seen, history, cfg) -> None:
@@ -287,50 +299,42 @@ def heldout_set(n_queries: int = 300, n_distractors: int = 1200, size: int = 128
     return np.stack(Q), np.stack(G), np.arange(n_queries), np.array(cats)
 
 
-def recall_by_category(sim: np.ndarray, answers: np.ndarray, cats: np.ndarray, k: int = 20) -> dict:
-    top = np.argsort(-sim, axis=1)[:, :k]
-    hit = (top == answers[:, None]).any(axis=1)
-    out = {"all": round(float(hit.mean()), 3)}
-    for c in sorted(set(cats.tolist())):
-        out[int(c)] = round(float(hit[cats == c].mean()), 3)
-    return out
-
-
-def pixel_embeddings(images: np.ndarray) -> np.ndarray:
-    """The raw-pixel baseline: trimmed 32 px gray ink, L2-normalised (as in the builder's report)."""
-    from PIL import Image
-
-    feats = np.stack([255.0 - scenes.thumbnail(Image.fromarray(im)).astype(np.float32).ravel() for im in images])
-    return feats / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-6)
-
-
-def model_embeddings(model, images: np.ndarray, image_size: int, batch: int = 256, scale: float = 0.9) -> np.ndarray:
-    """Embed uint8 (N, S, S, 3) marks at test time: resize, zoom out `scale` on white, normalise."""
+def heldout_retrieval(model, Q: np.ndarray, G: np.ndarray, image_size: int = 112, name: str = "",
+                      batch_size: int = 64):
+    """The held-out queries searched among the held-out gallery with ``model`` (None: raw pixels)."""
     import torch
-    import torch.nn.functional as F
 
-    from .augment import inference_transform, normalize
+    from .baselines import PIXELS_NAME, pixel_embeddings
+    from .embed import embed_images
+    from .images import resize_uint8
+    from .retrieval import Retrieval
 
-    dev = next(model.parameters()).device
-    model.eval()
-    outs = []
-    with torch.inference_mode():
-        for i in range(0, len(images), batch):
-            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).permute(0, 3, 1, 2).to(dev)
-            if x.shape[-1] != image_size:
-                x = F.interpolate(x.float(), size=(image_size, image_size), mode="bilinear", antialias=True,
-                                  align_corners=False).round().clamp(0, 255).to(torch.uint8)
-            x = normalize(inference_transform(x, scale)).contiguous(memory_format=torch.channels_last)
-            outs.append(model(x).float().cpu().numpy())
-    return np.concatenate(outs)
+    q = torch.from_numpy(np.ascontiguousarray(Q)).permute(0, 3, 1, 2)
+    g = torch.from_numpy(np.ascontiguousarray(G)).permute(0, 3, 1, 2)
+    if model is None:
+        eq, eg, name = pixel_embeddings(q), pixel_embeddings(g), name or PIXELS_NAME
+    else:
+        kw = dict(batch_size=batch_size, progress=False)
+        eq = embed_images(model, resize_uint8(q, image_size), **kw)
+        eg = embed_images(model, resize_uint8(g, image_size), **kw)
+    return Retrieval.from_embeddings([f"q{i}" for i in range(len(Q))], eq, [f"g{j}" for j in range(len(G))], eg,
+                                     name=name)
+
+
+def heldout_answers(ans: np.ndarray, cats: np.ndarray):
+    """The held-out set's answers in the host's form (query i's cite is gallery row ans[i])."""
+    import pandas as pd
+
+    return pd.DataFrame({"gid": [f"q{i}" for i in range(len(ans))], "cite_gids": [[f"g{a}"] for a in ans],
+                         "category": [int(c) for c in cats]})
 
 
 def evaluate_heldout(model=None, image_size: int = 112, **kw) -> dict:
-    """Recall@20 on held-out marks for raw pixels and (if given) the model."""
+    """Recall@20 metrics on held-out marks for raw pixels and (if given) the model."""
     Q, G, ans, cats = heldout_set(**kw)
-    res = {"pixels": recall_by_category(pixel_embeddings(Q) @ pixel_embeddings(G).T, ans, cats)}
+    answers = heldout_answers(ans, cats)
+    res = {"pixels": heldout_retrieval(None, Q, G).metrics(answers)}
     if model is not None:
-        eq, eg = model_embeddings(model, Q, image_size), model_embeddings(model, G, image_size)
-        res["model"] = recall_by_category(eq @ eg.T, ans, cats)
+        res["model"] = heldout_retrieval(model, Q, G, image_size).metrics(answers)
     res["n_queries"], res["n_gallery"] = len(Q), len(G)
     return res

@@ -1,8 +1,14 @@
-"""Training one encoder (one backbone, one fold): a plain PyTorch loop, as the 2nd place ran it.
+"""Fine-tuning: one encoder per backbone x fold, each through the kit's one training loop.
 
-    from tmr_lib.train import train_encoder
+    from tmr_lib.train import train_encoder, train_models
     result = train_encoder(cfg, comp, "runs/cpu", fold=0)
     result.best_recall, result.best_path, result.history        # Recall@20 on the held-out fold
+    summary = train_models(cfg, "data/tmr-cpu", "runs/cpu")      # every backbone x fold + model.json
+
+The loop itself is :func:`tmr_lib.loop.train_one_epoch` (pretraining calls it too); this module
+passes in what fine-tuning chooses: the fold's pairs (:class:`PairData`), their views
+(:class:`PairBatches`), the loss and optimiser, the schedule, the :class:`Validator` and the
+:class:`Checkpoints` that keep the best epoch.
 
 What happens, in order:
 
@@ -34,6 +40,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,9 +55,11 @@ from .augment import BatchAugment, TextBank, marks_augment, normalize
 from .config import Config
 from .embed import ImageStore, default_device, embed_images
 from .encoder import Encoder, WeightsInfo, build_encoder, save_encoder
+from .loop import LoopState, Schedule, lr_factor, train_one_epoch
 from .losses import make_loss
+from .retrieval import Retrieval
 
-__all__ = ["TrainResult", "train_encoder", "run_dir_for", "PairBatches", "validation_split",
+__all__ = ["TrainResult", "TrainSummary", "train_encoder", "train_models", "Validator", "PairData", "Checkpoints", "run_dir_for", "PairBatches", "validation_split",
            "lr_factor", "plot_history", "freeze_batchnorm", "freeze_early_layers"]
 
 
@@ -71,15 +80,6 @@ class TrainResult:
 def run_dir_for(out_dir: str | os.PathLike, backbone: str, fold: int | None) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in backbone)
     return Path(out_dir) / f"{safe}-fold{fold if fold is not None else 'all'}"
-
-
-def lr_factor(progress: float, warmup: float) -> float:
-    """Linear warm-up over the first ``warmup`` share of training, then cosine down to 1 %."""
-    progress = min(max(progress, 0.0), 1.0)
-    if warmup > 0 and progress < warmup:
-        return max(progress / warmup, 0.01)
-    rest = (progress - warmup) / max(1e-9, 1.0 - warmup)
-    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * rest))
 
 
 # ----------------------------------------------------------------------------------------
@@ -148,8 +148,6 @@ class Validator:
 
     def __init__(self, train: pd.DataFrame, val_mask: np.ndarray, cite: pd.DataFrame, store: ImageStore,
                  cfg: Config, k: int = 20):
-        from .metrics import retrieval_metrics  # noqa: F401 - fail early if missing
-
         val = train[val_mask]
         self.k = k
         self.cfg = cfg
@@ -157,6 +155,7 @@ class Validator:
         if not self.enabled:
             return
         by_query = val.groupby("gid", sort=False)
+        self.query_gids = [str(g) for g, _ in by_query]
         self.query_paths = [g["path"].iloc[0] for _, g in by_query]
         self.answers = [list(dict.fromkeys(g["cite_gid"])) for _, g in by_query]
         self.categories = [int(g["category"].iloc[0]) for _, g in by_query]
@@ -171,19 +170,23 @@ class Validator:
         self.query_images = store.get(self.query_paths)
         self.gallery_images = store.get(gallery_paths)
 
-    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
-        from .metrics import retrieval_metrics
+    @property
+    def answer_frame(self) -> pd.DataFrame:
+        """The held-out queries' answers in the host's form (gid, cite_gids, category)."""
+        return pd.DataFrame({"gid": self.query_gids, "cite_gids": self.answers, "category": self.categories})
 
-        if not self.enabled:
-            return {}
+    def retrieval(self, model: torch.nn.Module, name: str = "") -> Retrieval:
+        """The held-out queries searched in the validation gallery with ``model``."""
         kw = dict(batch_size=self.cfg.embed_batch_size, test_scale=self.cfg.test_scale,
                   channels_last=self.cfg.channels_last, progress=False)
-        q = embed_images(model, self.query_images, **kw)
-        g = embed_images(model, self.gallery_images, **kw)
-        sims = torch.from_numpy(q) @ torch.from_numpy(g).T
-        top = torch.topk(sims, min(self.k, sims.shape[1]), dim=1).indices.numpy()
-        ranked = self.gallery_gids[top]
-        m = retrieval_metrics(ranked, self.answers, self.categories, ks=(1, self.k))
+        return Retrieval.from_embeddings(self.query_gids, embed_images(model, self.query_images, **kw),
+                                         self.gallery_gids, embed_images(model, self.gallery_images, **kw),
+                                         k=self.k, name=name)
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        if not self.enabled:
+            return {}
+        m = self.retrieval(model).metrics(self.answer_frame, ks=(1, self.k))
         return {"val_recall": m["recall"][self.k], "val_recall1": m["recall"][1], "val_mrr": m["mrr"]}
 
 
@@ -270,58 +273,52 @@ def _state_for_resume(cfg: Config) -> dict[str, Any]:
     return d
 
 
-def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | None = 0,
-                  backbone: str | None = None, store: ImageStore | None = None, resume: bool = True,
-                  progress: bool = True, log: Callable[[str], None] = print,
-                  cache_dir: str | os.PathLike | None = None, device: torch.device | str | None = None
-                  ) -> TrainResult:
-    """Train one encoder for ``backbone`` (default the first) holding out ``fold``; see module doc."""
-    from tqdm.auto import tqdm
+# ----------------------------------------------------------------------------------------
+# What fine-tuning passes to the loop: data, model and optimiser, checkpoints
+# ----------------------------------------------------------------------------------------
+@dataclass
+class PairData:
+    """One fold's training items (apply row, cite row, label) and its validator."""
 
-    backbone = backbone or cfg.backbones[0]
-    cfg = cfg.for_backbone(backbone)
-    world = dist.world_size()
-    if world > 1:  # under torchrun: this rank's device; rank 0 alone logs, validates and saves
-        device = dist.device()
-        progress = progress and dist.is_main()
-        log = log if dist.is_main() else (lambda _msg: None)
-        if cfg.batch_pairs % world:
-            raise ValueError(f"batch_pairs={cfg.batch_pairs} must be divisible by the {world} processes")
-    device = torch.device(device) if device is not None else default_device()
-    run_dir = run_dir_for(out_dir, backbone, fold)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    store: ImageStore
+    pair_items: np.ndarray
+    extra_items: np.ndarray
+    n_classes: int
+    validator: Validator
 
-    train = comp.train.reset_index(drop=True)
-    train_mask, val_mask = validation_split(train, cfg, fold)
-    tr = train[train_mask]
-    label_ids = {lab: i for i, lab in enumerate(sorted(tr["label"].unique()))}
-    n_labels = len(label_ids)
-
-    # images: train pairs, validation queries + gallery, unannotated cites for pseudo-pairs
-    used_cites = set(train["cite_gid"])
-    extra_cites = comp.cite[~comp.cite["gid"].isin(used_cites)]
-    if store is None:
-        need = list(train["path"]) + list(train["cite_path"])
-        if cfg.val_distractors or cfg.extra_cite_pairs:
-            need += list(comp.cite["path"])
-        store = ImageStore.load(need, cfg.image_size, cache_dir, num_workers=cfg.num_workers,
-                                progress=progress, desc="decode images")
-    if store.size != cfg.image_size:
-        raise ValueError(f"image store holds {store.size} px images, config wants {cfg.image_size}")
-    pair_items = np.stack([store.rows(list(tr["path"])), store.rows(list(tr["cite_path"])),
-                           tr["label"].map(label_ids).to_numpy()], axis=1).astype(np.int64)
-    if cfg.extra_cite_pairs:
-        extra_rows = store.rows(list(extra_cites["path"]))
-        extra_items = np.stack([np.full(len(extra_rows), -1), extra_rows,
-                                n_labels + np.arange(len(extra_rows))], axis=1).astype(np.int64)
-    else:
+    @classmethod
+    def build(cls, cfg: Config, comp, fold: int | None, store: ImageStore | None,
+              cache_dir: str | os.PathLike | None, progress: bool) -> PairData:
+        train = comp.train.reset_index(drop=True)
+        train_mask, val_mask = validation_split(train, cfg, fold)
+        tr = train[train_mask]
+        label_ids = {lab: i for i, lab in enumerate(sorted(tr["label"].unique()))}
+        if store is None:  # train pairs, validation queries + gallery, unannotated cites for pseudo-pairs
+            need = list(train["path"]) + list(train["cite_path"])
+            if cfg.val_distractors or cfg.extra_cite_pairs:
+                need += list(comp.cite["path"])
+            store = ImageStore.load(need, cfg.image_size, cache_dir, num_workers=cfg.num_workers,
+                                    progress=progress, desc="decode images")
+        if store.size != cfg.image_size:
+            raise ValueError(f"image store holds {store.size} px images, config wants {cfg.image_size}")
+        pair_items = np.stack([store.rows(list(tr["path"])), store.rows(list(tr["cite_path"])),
+                               tr["label"].map(label_ids).to_numpy()], axis=1).astype(np.int64)
         extra_items = np.zeros((0, 3), np.int64)
-    validator = Validator(train, val_mask if dist.is_main() else np.zeros_like(val_mask), comp.cite, store, cfg)
+        if cfg.extra_cite_pairs:  # each unannotated cite is its own label: weak and strong crops of itself
+            extra_cites = comp.cite[~comp.cite["gid"].isin(set(train["cite_gid"]))]
+            rows = store.rows(list(extra_cites["path"]))
+            extra_items = np.stack([np.full(len(rows), -1), rows, len(label_ids) + np.arange(len(rows))],
+                                   axis=1).astype(np.int64)
+        validator = Validator(train, val_mask if dist.is_main() else np.zeros_like(val_mask), comp.cite, store, cfg)
+        return cls(store, pair_items, extra_items, len(label_ids) + len(extra_items), validator)
 
-    # model, loss, optimiser
+    def steps_per_epoch(self, cfg: Config) -> int:
+        n_items = len(self.pair_items) + min(cfg.extra_cite_pairs, len(self.extra_items))
+        return max(1, n_items // cfg.batch_pairs)
+
+
+def _build_model(cfg: Config, backbone: str, fold: int | None, device: torch.device, log: Callable[[str], None]):
+    """(encoder, the module that runs forward (DDP under torchrun), where its weights came from)."""
     model, weights = build_encoder(backbone, cfg.pretrained, cfg.embed_dim, cfg.pooling, cfg.image_size, cfg.seed)
     log(f"[train] {backbone} fold {fold}: starting weights = {weights}")
     frozen = freeze_early_layers(model, cfg.freeze_layers)
@@ -331,163 +328,250 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     net = model
-    if world > 1:
+    if dist.world_size() > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    n_classes = n_labels + (len(extra_items) if cfg.extra_cite_pairs else 0)
-    loss_fn = make_loss(cfg.loss, cfg.embed_dim, num_classes=n_classes, xbm_memory=cfg.xbm_memory).to(device)
+    return model, net, weights
+
+
+def _build_optimizer(cfg: Config, model: Encoder, loss_fn: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW over the trainable encoder weights; a loss's own weights (ArcFace centres) at 10x the rate."""
     params = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}]
     loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
     if loss_params:
         params.append({"params": loss_params, "lr": cfg.lr * 10})
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    n_items = len(pair_items) + (min(cfg.extra_cite_pairs, len(extra_items)) if cfg.extra_cite_pairs else 0)
-    steps_per_epoch = max(1, n_items // cfg.batch_pairs)
-    total_updates = max(1, cfg.epochs * math.ceil(steps_per_epoch / cfg.accum_steps))
-    budget_s = cfg.max_train_minutes * 60 if cfg.max_train_minutes else None
 
-    history: list[dict[str, Any]] = []
-    start_epoch, updates, best, elapsed_before, best_epoch = 0, 0, -1.0, 0.0, -1
-    best_path = run_dir / "best.safetensors"
-    last_path = run_dir / "last.pt"
-    finished = False
-    if resume and last_path.is_file():
-        state = torch.load(last_path, map_location=device, weights_only=False)
-        if state.get("config") == _state_for_resume(cfg):
-            model.load_state_dict(state["model"])
-            loss_fn.load_state_dict(state["loss"], strict=False)
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            start_epoch, updates = state["epoch"] + 1, state["updates"]
-            best, elapsed_before = state["best"], state["elapsed"]
-            best_epoch = state.get("best_epoch", -1)
-            history = state["history"]
-            finished = state.get("finished", False)
-            rng = np.random.default_rng(cfg.seed + 1000 * start_epoch)
-            log(f"[train] resuming {run_dir} after epoch {state['epoch'] + 1} (best Recall@20 {best:.3f})")
-        else:
-            log(f"[train] {last_path} was written with other settings: starting afresh")
+@dataclass
+class Checkpoints:
+    """best.safetensors (the kept epoch), last.pt (resume), history.csv/.png of one run folder."""
 
-    dataset = PairBatches(store.images, cfg.image_size, cfg.crops_per_pair, cfg.aug_extra, style=cfg.augment)
-    workers = cfg.num_workers
-    threads_before = torch.get_num_threads()
-    if device.type == "cpu":
-        # One augmentation process beside the model; the model gets the other cores. Fewer
-        # model threads than cores also keeps OpenMP from stalling when the machine is shared.
-        workers = min(cfg.num_workers, 1)
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
-    t_start = time.time() - elapsed_before
-    images_seen, train_time = 0, 0.0
+    run_dir: Path
+    cfg: Config
+    fold: int | None
+    weights: WeightsInfo
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: float = -1.0
+    best_epoch: int = -1
+    next_epoch: int = 0
+    finished: bool = False
 
-    def save_last(epoch: int, done: bool) -> None:
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.safetensors"
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    def resume(self, model, loss_fn, optimizer, scaler, state: LoopState, device, log) -> bool:
+        """Load last.pt when it was written with the same settings; True when it was."""
+        if not self.last_path.is_file():
+            return False
+        ck = torch.load(self.last_path, map_location=device, weights_only=False)
+        if ck.get("config") != _state_for_resume(self.cfg):
+            log(f"[train] {self.last_path} was written with other settings: starting afresh")
+            return False
+        model.load_state_dict(ck["model"])
+        loss_fn.load_state_dict(ck["loss"], strict=False)
+        optimizer.load_state_dict(ck["optimizer"])
+        scaler.load_state_dict(ck["scaler"])
+        self.next_epoch, state.updates = ck["epoch"] + 1, ck["updates"]
+        self.best, self.best_epoch, self.history = ck["best"], ck.get("best_epoch", -1), ck["history"]
+        self.finished = ck.get("finished", False)
+        state.started = time.time() - ck["elapsed"]
+        log(f"[train] resuming {self.run_dir} after epoch {self.next_epoch} (best Recall@20 {self.best:.3f})")
+        return True
+
+    def record(self, row: dict[str, Any], model: Encoder) -> None:
+        """Add an epoch's row; save the model as best when it beats every earlier epoch."""
+        self.history.append(row)
+        score = _selection_score(row)
+        if score > self.best or not self.best_path.is_file():
+            self.best, self.best_epoch = score, row["epoch"]
+            save_encoder(model, self.best_path, meta={"epoch": row["epoch"], "fold": self.fold,
+                                                      "weights": str(self.weights),
+                                                      "val": {k: v for k, v in row.items() if k.startswith("val")}})
+
+    def save_last(self, epoch: int, done: bool, model, loss_fn, optimizer, scaler, state: LoopState,
+                  backbone: str) -> None:
         torch.save({"model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(), "epoch": epoch, "updates": updates, "best": best,
-                    "elapsed": time.time() - t_start, "history": history, "finished": done,
-                    "best_epoch": best_epoch,
-                    "config": _state_for_resume(cfg)}, run_dir / "last.pt.tmp")
-        os.replace(run_dir / "last.pt.tmp", last_path)
+                    "scaler": scaler.state_dict(), "epoch": epoch, "updates": state.updates, "best": self.best,
+                    "elapsed": state.elapsed(), "history": self.history, "finished": done,
+                    "best_epoch": self.best_epoch, "config": _state_for_resume(self.cfg)},
+                   self.run_dir / "last.pt.tmp")
+        os.replace(self.run_dir / "last.pt.tmp", self.last_path)
+        pd.DataFrame(self.history).to_csv(self.run_dir / "history.csv", index=False)
+        plot_history(pd.DataFrame(self.history), self.run_dir / "history.png", title=f"{backbone} fold {self.fold}")
 
-    if start_epoch == 0 and not history and validator.enabled and cfg.epochs > 0:
+
+def _log_epoch(log, row: dict[str, Any], epochs: int) -> None:
+    msg = f"[train] epoch {row['epoch']}/{epochs} loss {row['loss']:.4f}"
+    if "val_recall" in row:
+        msg += f"  val Recall@20 {row['val_recall']:.3f}  MRR {row['val_mrr']:.3f}"
+    log(msg + f"  ({row['seconds']:.0f} s, {row['images_per_s']:.0f} img/s)")
+
+
+@contextmanager
+def _cpu_threads(device: torch.device, workers: int):
+    """On a CPU: one augmentation process beside the model, the model gets the other cores (fewer
+    model threads than cores also keeps OpenMP from stalling on a shared machine)."""
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------------------
+# Fine-tuning one encoder
+# ----------------------------------------------------------------------------------------
+def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | None = 0,
+                  backbone: str | None = None, store: ImageStore | None = None, resume: bool = True,
+                  progress: bool = True, log: Callable[[str], None] = print,
+                  cache_dir: str | os.PathLike | None = None, device: torch.device | str | None = None
+                  ) -> TrainResult:
+    """Train one encoder for ``backbone`` (default the first) holding out ``fold``; see module doc."""
+    backbone = backbone or cfg.backbones[0]
+    cfg = cfg.for_backbone(backbone)
+    if dist.world_size() > 1:  # under torchrun: this rank's device; rank 0 alone logs, validates and saves
+        device, progress = dist.device(), progress and dist.is_main()
+        log = log if dist.is_main() else (lambda _msg: None)
+        if cfg.batch_pairs % dist.world_size():
+            raise ValueError(f"batch_pairs={cfg.batch_pairs} must be divisible by the {dist.world_size()} processes")
+    device = torch.device(device) if device is not None else default_device()
+    run_dir = run_dir_for(out_dir, backbone, fold)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    data = PairData.build(cfg, comp, fold, store, cache_dir, progress)
+    model, net, weights = _build_model(cfg, backbone, fold, device, log)
+    loss_fn = make_loss(cfg.loss, cfg.embed_dim, num_classes=data.n_classes, xbm_memory=cfg.xbm_memory).to(device)
+    optimizer = _build_optimizer(cfg, model, loss_fn)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    steps = data.steps_per_epoch(cfg)
+    schedule = Schedule(total_updates=max(1, cfg.epochs * math.ceil(steps / cfg.accum_steps)),
+                        warmup=cfg.warmup_epochs / max(cfg.epochs, 1),
+                        budget_s=cfg.max_train_minutes * 60 if cfg.max_train_minutes else None)
+    state = LoopState()
+    ckpt = Checkpoints(run_dir, cfg, fold, weights)
+    if resume and ckpt.resume(model, loss_fn, optimizer, scaler, state, device, log):
+        rng = np.random.default_rng(cfg.seed + 1000 * ckpt.next_epoch)
+
+    if ckpt.next_epoch == 0 and not ckpt.history and data.validator.enabled and cfg.epochs > 0:
         # epoch 0: the starting weights, so the curve starts where training starts and the best
         # checkpoint is never worse on the held-out fold than what training began from
         row = {"epoch": 0, "loss": float("nan"), "lr": 0.0, "xbm": False, "seconds": 0.0,
-               "images_per_s": float("nan"), **validator(model)}
-        history.append(row)
-        best, best_epoch = _selection_score(row), 0
-        save_encoder(model, best_path, meta={"epoch": 0, "fold": fold, "weights": str(weights),
-                                             "val": {k: v for k, v in row.items() if k.startswith("val")}})
+               "images_per_s": float("nan"), **data.validator(model)}
+        ckpt.record(row, model)
         log(f"[train] epoch 0 (starting weights): val Recall@20 {row['val_recall']:.3f}  MRR {row['val_mrr']:.3f}")
-        t_start = time.time() - elapsed_before  # the time budget and the warm-up count training only
+        state.started = time.time()  # the time budget and the warm-up count training only
 
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, cfg.epochs if not finished else start_epoch):
-        plan = _epoch_plan(rng, pair_items, extra_items, cfg.extra_cite_pairs, cfg.batch_pairs)
-        dataset.set_plan([b[dist.shard(len(b))] for b in plan])  # every rank: its share of each step
-        loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
-                            prefetch_factor=2 if workers else None)
-        loss_fn.use_memory = loss_fn.memory is not None and epoch >= cfg.xbm_start_epoch
-        model.train()
-        if cfg.freeze_bn:
-            freeze_batchnorm(model)
-        losses = []
-        t_epoch = time.time()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not progress, leave=False)
-        out_of_time = False
-        for step, (x, y) in enumerate(bar):
-            x = normalize(x.to(device, non_blocking=True))
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                emb = net(x)
-            # one process: a no-op; torchrun: the global batch, gradients flowing back to each rank
-            emb, y = dist.gather_with_grad(emb.float()), dist.gather_rows(y)
-            loss = loss_fn(emb, y) / cfg.accum_steps
-            scaler.scale(loss).backward()
-            images_seen += len(y)
-            if (step + 1) % cfg.accum_steps == 0 or step + 1 == len(dataset):
-                progress_share = updates / total_updates
-                if budget_s:
-                    progress_share = max(progress_share, (time.time() - t_start) / budget_s)
-                for g, base in zip(optimizer.param_groups, base_lrs):
-                    g["lr"] = base * lr_factor(progress_share, cfg.warmup_epochs / max(cfg.epochs, 1))
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                updates += 1
-            losses.append(loss.detach().item() * cfg.accum_steps)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
-            if dist.any_true(bool(budget_s) and time.time() - t_start > budget_s):
-                out_of_time = True
-                break
-        bar.close()
-        train_time += time.time() - t_epoch
-        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
-               "lr": optimizer.param_groups[0]["lr"], "xbm": bool(loss_fn.use_memory),
-               "seconds": round(time.time() - t_epoch, 1),
-               "images_per_s": round(len(losses) * cfg.images_per_step / max(1e-9, time.time() - t_epoch), 1)}
-        if not dist.is_main():  # rank 0 validates and writes; the others wait for it
+    dataset = PairBatches(data.store.images, cfg.image_size, cfg.crops_per_pair, cfg.aug_extra, style=cfg.augment)
+    workers = min(cfg.num_workers, 1) if device.type == "cpu" else cfg.num_workers
+    with _cpu_threads(device, workers):
+        for epoch in range(ckpt.next_epoch, cfg.epochs if not ckpt.finished else ckpt.next_epoch):
+            plan = _epoch_plan(rng, data.pair_items, data.extra_items, cfg.extra_cite_pairs, cfg.batch_pairs)
+            dataset.set_plan([b[dist.shard(len(b))] for b in plan])  # every rank: its share of each step
+            loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
+                                prefetch_factor=2 if workers else None)
+            loss_fn.use_memory = loss_fn.memory is not None and epoch >= cfg.xbm_start_epoch
+            model.train()
+            if cfg.freeze_bn:
+                freeze_batchnorm(model)
+            stats = train_one_epoch(model, loader, loss_fn, optimizer, schedule, state, device=device, net=net,
+                                    amp="fp16" if cfg.amp else None, scaler=scaler, accum_steps=cfg.accum_steps,
+                                    channels_last=cfg.channels_last, progress=progress,
+                                    desc=f"epoch {epoch + 1}/{cfg.epochs}")
+            if not dist.is_main():  # rank 0 validates and writes; the others wait for it
+                dist.barrier()
+                if stats.out_of_time:
+                    break
+                continue
+            row = {"epoch": epoch + 1, "loss": stats.loss, "lr": stats.lr, "xbm": bool(loss_fn.use_memory),
+                   "seconds": round(stats.seconds, 1),
+                   "images_per_s": round(len(stats.losses) * cfg.images_per_step / max(1e-9, stats.seconds), 1),
+                   **data.validator(model)}
+            ckpt.record(row, model)
+            _log_epoch(log, row, cfg.epochs)
+            ckpt.save_last(epoch, stats.out_of_time or epoch + 1 == cfg.epochs, model, loss_fn, optimizer, scaler,
+                           state, backbone)
             dist.barrier()
-            if out_of_time:
+            if stats.out_of_time:
+                log(f"[train] time budget of {cfg.max_train_minutes} min reached after epoch {epoch + 1}")
                 break
-            continue
-        row.update(validator(model))
-        history.append(row)
-        score = _selection_score(row)
-        msg = f"[train] epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.4f}"
-        if "val_recall" in row:
-            msg += f"  val Recall@20 {row['val_recall']:.3f}  MRR {row['val_mrr']:.3f}"
-        log(msg + f"  ({row['seconds']:.0f} s, {row['images_per_s']:.0f} img/s)")
-        if score > best or not best_path.is_file():
-            best, best_epoch = score, epoch + 1
-            save_encoder(model, best_path, meta={"epoch": epoch + 1, "fold": fold, "weights": str(weights),
-                                                 "val": {k: v for k, v in row.items() if k.startswith("val")}})
-        done = out_of_time or epoch + 1 == cfg.epochs
-        save_last(epoch, done)
-        pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
-        plot_history(pd.DataFrame(history), run_dir / "history.png", title=f"{backbone} fold {fold}")
-        dist.barrier()
-        if out_of_time:
-            log(f"[train] time budget of {cfg.max_train_minutes} min reached after epoch {epoch + 1}")
-            break
+    return _finish(ckpt, model, device, weights, state, data.validator.enabled)
 
-    torch.set_num_threads(threads_before)
-    if dist.is_main() and not best_path.is_file():  # nothing trained (epochs=0): keep the starting model
-        save_encoder(model, best_path, meta={"epoch": 0, "fold": fold, "weights": str(weights)})
-    dist.barrier()
+
+def _finish(ckpt: Checkpoints, model: Encoder, device: torch.device, weights: WeightsInfo, state: LoopState,
+            has_val: bool) -> TrainResult:
+    """Reload the kept epoch (every rank) and report."""
     from .encoder import load_encoder
 
-    best_model = load_encoder(best_path).to(device)
-    hist = pd.DataFrame(history)
+    if dist.is_main() and not ckpt.best_path.is_file():  # nothing trained (epochs=0): keep the starting model
+        save_encoder(model, ckpt.best_path, meta={"epoch": 0, "fold": ckpt.fold, "weights": str(weights)})
+    dist.barrier()
+    best_model = load_encoder(ckpt.best_path).to(device)
+    hist = pd.DataFrame(ckpt.history)
+    best_epoch = ckpt.best_epoch
     best_recall = float(hist.loc[hist["epoch"] == best_epoch, "val_recall"].iloc[0]) \
         if "val_recall" in hist and best_epoch in set(hist["epoch"]) else float("nan")
     best_recall, best_epoch = dist.broadcast_object((best_recall, best_epoch))
-    ips = images_seen / train_time if train_time else float("nan")
-    has_val = dist.broadcast_object(validator.enabled)
-    return TrainResult(best_model, best_path, run_dir, hist, best_recall if has_val else float("nan"),
-                       weights, ips, time.time() - t_start, best_epoch=best_epoch)
+    ips = state.images_seen / state.train_seconds if state.train_seconds else float("nan")
+    has_val = dist.broadcast_object(has_val)
+    return TrainResult(best_model, ckpt.best_path, ckpt.run_dir, hist, best_recall if has_val else float("nan"),
+                       weights, ips, state.elapsed(), best_epoch=best_epoch)
+
+
+# ----------------------------------------------------------------------------------------
+# Every backbone x fold of a recipe
+# ----------------------------------------------------------------------------------------
+@dataclass
+class TrainSummary:
+    model_dir: Path
+    results: list[TrainResult]  #: one per backbone x fold
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        vals = [r.images_per_s for r in self.results if r.images_per_s == r.images_per_s]
+        return float(np.mean(vals)) if vals else float("nan")
+
+
+def train_models(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, store: ImageStore | None = None,
+                 resume: bool = True, progress: bool = True, log: Callable[[str], None] = print) -> TrainSummary:
+    """Train every backbone x fold of ``cfg``; write ``out/model.json`` for :func:`tmr_lib.predict.predict`."""
+    from .data import load_competition
+    from .encoder import save_ensemble
+    from .images import image_store
+
+    t0 = time.time()
+    comp = load_competition(data)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, files = [], []
+    for backbone in cfg.backbones:
+        bcfg = cfg.for_backbone(backbone)
+        bstore = store if store is not None and store.size == bcfg.image_size else image_store(bcfg, comp, progress)
+        group = []
+        for fold in cfg.folds:
+            r = train_encoder(bcfg, comp, out, fold=fold if cfg.n_folds > 1 else None, backbone=backbone,
+                              store=bstore, resume=resume, progress=progress, log=log)
+            results.append(r)
+            group.append(r.best_path)
+        files.append(group)
+    if dist.is_main():  # under torchrun: rank 0 writes, the others wait
+        save_ensemble(files, out, extra={
+            "config": cfg.to_dict(),
+            "weights": [str(r.weights) for r in results],
+            "val_recall@20": [r.best_recall for r in results],
+            "processes": dist.world_size(),
+        })
+    dist.barrier()
+    return TrainSummary(out, results, time.time() - t0)
