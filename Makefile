@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-PRESET ?= cpu
-DATA   ?= data/tmr-$(PRESET)
+PRESET ?= cpu# the recipe: ci / cpu / gpu (how to train)
+SIZE   ?= cpu# a dataset size for `make data`: ci / cpu / full (what to train on)
+DATA   ?=# a competition folder; empty: the recipe's own (ci -> data/tmr-ci, cpu and gpu -> data/tmr-cpu)
 
 .PHONY: setup demo test data lab clean-data handouts
 
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 
 ## The main job: dataset if missing -> train -> index -> predict -> score -> local leaderboard.
 demo: $(STAMP)
-	$(PY) -m tmr_lib demo --preset $(PRESET) --data $(DATA)
+	$(PY) -m tmr_lib demo --preset $(PRESET) $(if $(DATA),--data $(DATA),)
 
 ## Unit tests, then the notebooks under TMR_PRESET=ci with nbval.
 test: $(STAMP)
@@ -28,18 +29,18 @@ test: $(STAMP)
 		TMR_PRESET=ci $(PY) -m pytest --nbval-lax -p no:cacheprovider notebooks; \
 	else echo "no notebooks yet"; fi
 
-## Build the competition dataset for PRESET (default cpu) into DATA.
+## Build the competition of dataset size SIZE (default cpu) into DATA (default data/tmr-SIZE).
 data: $(STAMP)
-	$(PY) -m tmr_lib data build --preset $(PRESET) --out $(DATA)
+	$(PY) -m tmr_lib data build --size $(SIZE) --out $(if $(DATA),$(DATA),data/tmr-$(SIZE))
 
 ## Execute the notebooks with PRESET (default cpu) and write HTML handouts, student copies
 ## (no solutions) and teacher's copies into handouts/ (git-ignored); see tools/handouts.py.
 handouts: $(STAMP)
 	$(PY) tools/handouts.py --preset $(PRESET) --out handouts
 
-## JupyterLab on the notebooks.
+## JupyterLab on the notebooks (as root too: workshop containers run as root).
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 clean-data:
 	rm -rf data/tmr-*

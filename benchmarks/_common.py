@@ -26,6 +26,28 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 BENCH_DIR = Path(os.environ.get("TMR_BENCH_CACHE") or ROOT / "data" / ".bench")
 
 
+def competition_dir(data: str | None, quick: bool) -> str:
+    """The competition a benchmark reads: ``data`` if given, else ``data/tmr-ci`` (quick: built here in
+    seconds when missing, so ``--quick`` runs on a fresh clone) or ``data/tmr-full`` (built by hand:
+    ~16 min, the message says how)."""
+    if data:
+        if not (ROOT / data / "cite_v2.csv").is_file() and not Path(data, "cite_v2.csv").is_file():
+            raise SystemExit(f"{data} is not a competition folder (no cite_v2.csv)")
+        return data
+    size = "ci" if quick else "full"
+    data = f"data/tmr-{size}"
+    if (ROOT / data / "cite_v2.csv").is_file():
+        return data
+    if quick:
+        from tmr_lib.builder import ensure_dataset
+
+        print(f"{data} is missing: building it (a few seconds)", flush=True)
+        ensure_dataset(size, ROOT / data, progress=False)
+        return data
+    raise SystemExit(f"{data} is missing: build it first (python -m tmr_lib data build --size {size} --out {data}; "
+                     "about 16 minutes), or pass --data with another competition")
+
+
 def parser(doc: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, runs in well under a minute (for the tests)")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import BENCH_DIR, ROOT
+from _common import BENCH_DIR, ROOT, competition_dir
 
 JITTER_COS = 0.9  # cosine between a padding copy and the real cite it was made from
 ROTATION_SEED = 1024
@@ -145,10 +145,7 @@ def pad_database(real: np.ndarray, n_total: int, seed: int = 0, cos: float = JIT
 
 def database(quick: bool, n_total: int | None = None, data: str | None = None, progress: bool = True):
     """(database vectors, query vectors, info dict) for the search benchmarks."""
-    data = data or ("data/tmr-ci" if quick else "data/tmr-full")
-    if not (ROOT / data / "cite_v2.csv").is_file() and not Path(data, "cite_v2.csv").is_file():
-        raise SystemExit(f"{data} is missing: build it first (python -m tmr_lib data build --preset "
-                         f"{'ci' if quick else 'full'} --out {data})")
+    data = competition_dir(data, quick)
     n_total = n_total or (20_000 if quick else 800_000)
     emb = competition_embeddings(data, progress=progress)
     real = widen(emb["cites"])

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import ROOT, Report, parser  # noqa: E402
+from _common import ROOT, Report, competition_dir, parser  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -63,8 +63,8 @@ def training_speed(model, cfg, paths, steps: int, batch_pairs: int) -> tuple[flo
     """(images per second, seconds per step) of the cpu preset's training step, after one warm-up step."""
     from torch.utils.data import DataLoader
 
-    from tmr_lib.augment import normalize
-    from tmr_lib.embed import ImageStore
+    from tmr_lib.images import ImageStore
+    from tmr_lib.loop import LoopState, Schedule, train_one_epoch
     from tmr_lib.losses import make_loss
     from tmr_lib.train import PairBatches
 
@@ -88,25 +88,16 @@ def training_speed(model, cfg, paths, steps: int, batch_pairs: int) -> tuple[flo
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     loader = DataLoader(ds, batch_size=None, num_workers=workers, prefetch_factor=2 if workers else None)
-    t0 = None
-    images = 0
+    ticks = []  # after each step; the first (worker start, first allocations) is the warm-up
     try:
-        for step, (x, y) in enumerate(loader):
-            x = normalize(x)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            loss = loss_fn(model(x).float(), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if step == 0:
-                t0 = time.perf_counter()  # after the warm-up step (worker start, first allocations)
-            else:
-                images += len(x)
+        train_one_epoch(model, loader, loss_fn, opt, Schedule(total_updates=steps + 1), LoopState(),
+                        device=torch.device("cpu"), channels_last=cfg.channels_last,
+                        on_step=lambda _u, _loss: ticks.append(time.perf_counter()))
     finally:
         torch.set_num_threads(threads_before)
         model.eval()
-    dt = time.perf_counter() - t0
+    dt = ticks[-1] - ticks[0]
+    images = (len(ticks) - 1) * batch_pairs * cfg.crops_per_pair
     return images / dt, dt / steps
 
 
@@ -122,8 +113,8 @@ def main() -> None:
     args = ap.parse_args()
     n = args.n or (48 if args.quick else 2000)
     rounds = args.rounds or (1 if args.quick else 2)
-    data = args.data or ("data/tmr-ci" if args.quick else
-                         ("data/tmr-full" if (ROOT / "data/tmr-full/cite_v2.csv").is_file() else "data/tmr-cpu"))
+    full = (ROOT / "data/tmr-full/cite_v2.csv").is_file()
+    data = competition_dir(args.data or (None if args.quick or full else "data/tmr-cpu"), args.quick)
     from tmr_lib.data import load_competition
 
     comp = load_competition(ROOT / data, check_images=False)

@@ -281,6 +281,28 @@ def existing_build(out: Path) -> dict | None:
     return None
 
 
+def _already_built(out: Path, host: Path, identity: dict, force: bool) -> bool:
+    """True when ``out`` already holds this very build; a BuildError when it (or the host folder)
+    holds anything else and ``force`` is not given."""
+    if out.exists() and any(out.iterdir()):
+        have = existing_build(out)
+        same = have is not None and {k: have.get(k) for k in identity} == identity
+        if same and (host / "answers.csv").is_file() and not force:
+            return True
+        if not force:
+            what = (
+                f"another dataset ({have.get('preset', {}).get('name')}, seed {have.get('seed')})"
+                if have else "files that are not a dataset built by the kit"
+            )
+            raise BuildError(
+                f"{out} already holds {what}. Choose another --out, or pass --force to replace it."
+            )
+    if host.exists() and any(host.iterdir()) and not force and not (host / "host.json").is_file():
+        raise BuildError(f"{host} (the host folder) holds files that are not the kit's; pass --host-out "
+                         "to put the answers elsewhere, or --force to replace it.")
+    return False
+
+
 def build_competition(
     out: str | Path,
     preset: str | BuildPreset = "cpu",
@@ -303,7 +325,7 @@ def build_competition(
     from tqdm.auto import tqdm
 
     if isinstance(preset, str) and preset not in BUILD_PRESETS:
-        raise BuildError(f"unknown preset {preset!r}; choose one of {', '.join(BUILD_PRESETS)}")
+        raise BuildError(f"unknown dataset size {preset!r}; choose one of {', '.join(BUILD_PRESETS)}")
     spec = BUILD_PRESETS[preset] if isinstance(preset, str) else preset
     out = Path(out).expanduser().resolve()
     host = Path(host_out).expanduser().resolve() if host_out else host_dir_for(out)
@@ -313,23 +335,8 @@ def build_competition(
         raise BuildError(f"--marks {marks} and --marks-dir both choose the marks: give one of them")
     marks_dir = str(Path(marks_dir).expanduser().resolve()) if marks_dir else None
     identity = _identity(spec, seed, marks_dir or (marks if marks != "default" else None))
-
-    if out.exists() and any(out.iterdir()):
-        have = existing_build(out)
-        same = have is not None and {k: have.get(k) for k in identity} == identity
-        if same and (host / "answers.csv").is_file() and not force:
-            return out, host
-        if not force:
-            what = (
-                f"another dataset ({have.get('preset', {}).get('name')}, seed {have.get('seed')})"
-                if have else "files that are not a dataset built by the kit"
-            )
-            raise BuildError(
-                f"{out} already holds {what}. Choose another --out, or pass --force to replace it."
-            )
-    if host.exists() and any(host.iterdir()) and not force and not (host / "host.json").is_file():
-        raise BuildError(f"{host} (the host folder) holds files that are not the kit's; pass --host-out "
-                         "to put the answers elsewhere, or --force to replace it.")
+    if _already_built(out, host, identity, force):
+        return out, host
 
     t0 = time.time()
     refs = user_marks(marks_dir) if marks_dir else default_catalogue()
@@ -359,19 +366,7 @@ def build_competition(
         _write_tables(plan, cite_gid, apply_gid, report, tmp, tmp_host, identity, rng)
         report["build_seconds"] = round(time.time() - t0, 1)
         report["disk_mb"] = round(_disk_mb(tmp), 1)
-        host_json = {
-            "name": out.name,
-            "preset": spec.name,
-            "seed": seed,
-            "participant_dir": os.path.relpath(out, host),
-            "n_test": int(plan.query_is_test.sum()),
-            "n_cite": len(report["cite_kept"]),
-            "answers": "answers.csv",
-        }
-        (tmp_host / "host.json").write_text(json.dumps(host_json, indent=2) + "\n", encoding="utf-8")
-        public = {k: v for k, v in report.items()
-                  if k not in ("cite_kept", "thumbs_cite", "thumbs_query", "query_how", "alias")}
-        (tmp_host / "build_report.json").write_text(json.dumps(public, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _write_host_files(tmp_host, out, host, spec, seed, plan, report)
         _stamp_times(tmp)
         # Swap into place: host first, participant last (its dataset.json marks a complete build).
         for final, partial in ((host, tmp_host), (out, tmp)):
@@ -391,6 +386,23 @@ def build_competition(
     except Exception as e:  # noqa: BLE001 - a picture must never fail a finished build
         print(f"warning: contact sheet not drawn: {e}", file=sys.stderr)
     return out, host
+
+
+def _write_host_files(tmp_host: Path, out: Path, host: Path, spec, seed: int, plan, report: dict) -> None:
+    """host.json (what the leaderboard reads) and build_report.json (figures, no answers)."""
+    host_json = {
+        "name": out.name,
+        "preset": spec.name,
+        "seed": seed,
+        "participant_dir": os.path.relpath(out, host),
+        "n_test": int(plan.query_is_test.sum()),
+        "n_cite": len(report["cite_kept"]),
+        "answers": "answers.csv",
+    }
+    (tmp_host / "host.json").write_text(json.dumps(host_json, indent=2) + "\n", encoding="utf-8")
+    public = {k: v for k, v in report.items()
+              if k not in ("cite_kept", "thumbs_cite", "thumbs_query", "query_how", "alias")}
+    (tmp_host / "build_report.json").write_text(json.dumps(public, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _render_all(plan, refs, cite_gid, apply_gid, root: Path, workers, progress, tqdm) -> dict:
@@ -602,7 +614,7 @@ def summary_text(out: str | Path, host: str | Path | None = None) -> str:
     from .data import CATEGORIES
 
     lines = [
-        f"Competition {out}  (preset {meta.get('preset', {}).get('name')}, seed {meta.get('seed')}, marks {meta.get('marks')})",
+        f"Competition {out}  (size {meta.get('preset', {}).get('name')}, seed {meta.get('seed')}, marks {meta.get('marks')})",
         f"  database (cite_v2.csv): {c.get('cites')} marks",
         f"  train.csv: {c.get('train_pairs')} pairs from {c.get('train_queries')} queries",
         f"  test.csv: {c.get('test_queries')} queries "

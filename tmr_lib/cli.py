@@ -1,6 +1,6 @@
 """The `tmr` command line (also `python -m tmr_lib`).
 
-    tmr data build --preset cpu --out data/tmr-cpu     build a competition (answers kept apart)
+    tmr data build --size cpu --out data/tmr-cpu       build a competition (answers kept apart)
     tmr data build --marks heldout --out data/tmr-heldout   ... from marks pretraining never saw
     tmr data summary data/tmr-cpu                      describe a built competition
     tmr data sheet data/tmr-cpu --out sheet.png        contact sheet of examples per category
@@ -26,9 +26,10 @@ def _add_data_commands(sub) -> None:
     b = dsub.add_parser("build", help="build a competition in the real JPO format",
                         description="Build a competition: a participant folder in the real format and a "
                                     "separate host folder with the test answers.")
-    b.add_argument("--preset", default="cpu", choices=["ci", "cpu", "full"],
-                   help="size: ci (seconds, <1k cites), cpu (default, ~15k cites), full (200k cites)")
-    b.add_argument("--out", default=None, help="participant folder (default data/tmr-<preset>)")
+    b.add_argument("--size", "--preset", dest="size", default="cpu", choices=["ci", "cpu", "full"],
+                   help="dataset size: ci (seconds, <1k cites), cpu (default, ~15k cites), full (200k cites). "
+                        "Not a training recipe: the ci recipe trains on the ci size, cpu and gpu on the cpu size")
+    b.add_argument("--out", default=None, help="participant folder (default data/tmr-<size>)")
     b.add_argument("--host-out", default=None, help="host folder for the answers (default <out>-host)")
     b.add_argument("--seed", type=int, default=0, help="same seed, same dataset and ids (default 0)")
     b.add_argument("--marks-dir", default=None, help="build from your own folder of marks (PNG, JPEG or SVG)")
@@ -54,13 +55,13 @@ def _add_data_commands(sub) -> None:
 def _cmd_build(args) -> int:
     from .builder import build_competition, existing_build, summary_text
 
-    out = Path(args.out or f"data/tmr-{args.preset}")
+    out = Path(args.out or f"data/tmr-{args.size}")
     before = existing_build(out)
-    out, host = build_competition(out, preset=args.preset, seed=args.seed, marks_dir=args.marks_dir,
+    out, host = build_competition(out, preset=args.size, seed=args.seed, marks_dir=args.marks_dir,
                                   host_out=args.host_out, workers=args.workers, force=args.force,
                                   progress=not args.quiet, marks=args.marks)
     if before is not None and not args.force and existing_build(out) == before:
-        print(f"{out} already holds this dataset (preset {args.preset}, seed {args.seed}); nothing to do.")
+        print(f"{out} already holds this dataset (size {args.size}, seed {args.seed}); nothing to do.")
     print(summary_text(out, host))
     return 0
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-PRESET_HELP = "ci (seconds), cpu (minutes on a laptop; default), gpu (the 2nd-place configuration)"
+PRESET_HELP = ("the recipe: ci (seconds), cpu (minutes on a laptop; default), gpu (the 2nd-place configuration); "
+               "each trains on its own dataset size by default (Config.dataset)")
 
 
 def _add_common(p: argparse.ArgumentParser, data_required: bool = False) -> None:
     p.add_argument("--preset", default=None,
                    help=f"{PRESET_HELP}; default $TMR_PRESET or cpu")
     p.add_argument("--data", default=None, required=data_required,
-                   help="participant folder (train.csv, test.csv, cite_v2.csv, images); default data/tmr-<preset>")
+                   help="participant folder (train.csv, test.csv, cite_v2.csv, images); default: the recipe's "
+                        "dataset (data/tmr-ci for ci, data/tmr-cpu for cpu and gpu; built if missing by demo)")
     p.add_argument("--pretrained", default=None,
                    help="starting weights: random, imagenet (timm hub), a local .safetensors/.pth file or "
                         "folder, or a registered name (default: the preset's)")

@@ -342,124 +342,140 @@ def _base_ops(rng: np.random.Generator, strength: float) -> list[dict]:
     return ops
 
 
+def _near_identical(scene: dict, rng: np.random.Generator, n_refs: int) -> tuple[dict, list[dict], str]:
+    """Category 2, near-identical: a redraw (jitter, an element added or erased, tilt, squash, stroke,
+    font, low resolution)."""
+    ops: list[dict] = []
+    q = _jitter(scene, rng, 1.0)
+    choices = ["extra", "erase", "tilt", "squash", "stroke", "font", "lowres"]
+    if q["text"] is None:
+        choices.remove("font")
+    picks = rng.choice(choices, size=int(rng.integers(1, 3)), replace=False)
+    for how in picks:
+        if how == "extra":
+            corner = rng.choice([0.12, 0.88], 2)
+            q["extra"] = {"kind": str(rng.choice(EXTRAS)), "cx": float(corner[0]), "cy": float(corner[1]),
+                          "r": float(rng.uniform(0.03, 0.06))}
+        elif how == "erase":
+            ops.append({"op": "erase", "cx": float(rng.uniform(0.3, 0.7)), "cy": float(rng.uniform(0.3, 0.7)),
+                        "r": float(rng.uniform(0.05, 0.09))})
+        elif how == "tilt":
+            ops.append({"op": "rotate", "deg": float(rng.choice([-1, 1]) * rng.uniform(3, 8))})
+        elif how == "squash":
+            ops.append({"op": "squash", "sx": float(rng.uniform(0.8, 1.2)), "sy": 1.0})
+        elif how == "stroke":
+            for m in q["marks"]:
+                m["stroke"] = float(rng.choice([-0.012, 0.03, 0.04]))
+        elif how == "font":
+            fonts = LATIN_FONTS if q["text"]["font"] != "ipaexg" else ["ipaexg"]
+            q["text"]["font"] = str(rng.choice(fonts))
+            q["scale"] *= 0.95
+        elif how == "lowres":
+            ops.append({"op": "lowres", "factor": float(rng.uniform(2.0, 3.0))})
+    return q, ops + _base_ops(rng, 0.5), "near-identical:" + "+".join(map(str, picks))
+
+
+def _partial(scene: dict, rng: np.random.Generator, n_refs: int) -> tuple[dict, list[dict], str]:
+    """Category 3, partial match: the mark inside a larger composition, one part of a composite, or a cropped part."""
+    ops: list[dict] = []
+    q = _jitter(scene, rng, 0.6)
+    options = []
+    if q["marks"] and q["text"] is None and len(q["marks"]) == 1:
+        options += ["add-text", "add-mark", "add-frame-text", "part"]
+    if q["marks"] and (q["text"] is not None or len(q["marks"]) == 2 or q["frame"] or q["backdrop"]):
+        options += ["keep-mark", "swap-text" if q["text"] is not None else "keep-mark"]
+    if not options:  # text-only cite: the word inside a larger composition
+        options = ["add-mark-to-text"]
+    how = str(rng.choice(options))
+    if how == "add-text":
+        q["text"] = random_word(rng)
+        q["text_pos"] = str(rng.choice(["below", "right"]))
+        q["layout"] = "wordmark"
+    elif how == "add-mark":
+        q["marks"].append(new_mark(int(rng.integers(n_refs)), rng))
+        q["layout"] = "pair"
+    elif how == "add-frame-text":
+        q["frame"] = str(rng.choice(FRAMES))
+        q["text"] = random_word(rng)
+        q["text_pos"] = "below"
+        q["layout"] = "emblem"
+    elif how == "part":
+        # A part of the mark: a window covering 55-75% of each side.
+        fw, fh = rng.uniform(0.55, 0.75, 2)
+        x0, y0 = rng.uniform(0.1, 0.9 - fw), rng.uniform(0.1, 0.9 - fh)
+        ops.append({"op": "crop", "box": (float(x0), float(y0), float(x0 + fw), float(y0 + fh))})
+    elif how == "keep-mark":
+        q["marks"] = q["marks"][:1]
+        q["text"] = None
+        q["frame"] = None
+        if q["backdrop"]:
+            q["backdrop"] = None
+        q["layout"] = "single"
+        q["scale"] = float(rng.uniform(0.8, 0.95))
+    elif how == "swap-text":
+        old = q["text"]["text"]
+        while q["text"]["text"] == old:
+            q["text"] = random_word(rng) if old and len(old) > 3 else random_monogram(rng)
+    elif how == "add-mark-to-text":
+        q["marks"] = [new_mark(int(rng.integers(n_refs)), rng)]
+        q["text_pos"] = "below"
+        q["layout"] = "wordmark"
+    return q, ops + _base_ops(rng, 0.5), "partial:" + how
+
+
+def _colour(scene: dict, rng: np.random.Generator, n_refs: int) -> tuple[dict, list[dict], str]:
+    """Category 4, colour difference: recoloured, inverted, reversed on a solid shape, gray or black."""
+    ops: list[dict] = []
+    q = _jitter(scene, rng, 0.5)
+    options = ["recolour", "invert", "reverse"]
+    if q["colour"] != "black":
+        options += ["gray", "black"]
+    if q["backdrop"]:
+        options = ["recolour", "invert", "un-reverse"]
+    how = str(rng.choice(options))
+    if how == "recolour":
+        q["colour"] = str(rng.choice([c for c in COLOUR_NAMES if c not in (q["colour"], "black", "gray")]))
+        if q["text_colour"]:
+            q["text_colour"] = str(rng.choice(COLOUR_NAMES))
+        for m in q["marks"]:
+            m["hue"] = int(rng.integers(50, 200))
+    elif how == "invert":
+        ops.append({"op": "invert"})
+    elif how == "reverse":
+        q["backdrop"] = str(rng.choice(["circle", "square", "rounded"]))
+        q["frame"] = None
+    elif how == "un-reverse":
+        q["backdrop"] = None
+    elif how == "gray":
+        ops.append({"op": "gray"})
+    elif how == "black":
+        q["colour"] = "black"
+        q["text_colour"] = None
+    return q, ops + _base_ops(rng, 0.4), "colour:" + how
+
+
+def _orientation(scene: dict, rng: np.random.Generator, n_refs: int) -> tuple[dict, list[dict], str]:
+    """Category 5, orientation difference: quarter turns and/or a mirror."""
+    ops: list[dict] = []
+    q = _jitter(scene, rng, 0.4)
+    how = str(rng.choice(["rot90", "rot180", "rot270", "mirror", "mirror+rot90"], p=[0.25, 0.2, 0.2, 0.25, 0.1]))
+    for m in q["marks"]:
+        if how.startswith("mirror"):
+            m["flip"] = not m["flip"]
+        if "rot" in how:
+            m["rot"] = (m["rot"] + int(how.split("rot")[1])) % 360
+    if not q["marks"]:
+        ops.append({"op": "rotate", "deg": 180.0})
+    return q, ops + _base_ops(rng, 0.3), "orientation:" + how
+
+_DERIVE = {2: _near_identical, 3: _partial, 4: _colour, 5: _orientation}
+
+
 def derive_query(cite: dict, category: int, rng: np.random.Generator, n_refs: int) -> tuple[dict, list[dict], str]:
     """An application scene of `category` derived from a cite scene: (scene, ops, how)."""
-    scene = cite
-    ops: list[dict] = []
-    if category == 2:
-        q = _jitter(scene, rng, 1.0)
-        choices = ["extra", "erase", "tilt", "squash", "stroke", "font", "lowres"]
-        if q["text"] is None:
-            choices.remove("font")
-        picks = rng.choice(choices, size=int(rng.integers(1, 3)), replace=False)
-        for how in picks:
-            if how == "extra":
-                corner = rng.choice([0.12, 0.88], 2)
-                q["extra"] = {"kind": str(rng.choice(EXTRAS)), "cx": float(corner[0]), "cy": float(corner[1]),
-                              "r": float(rng.uniform(0.03, 0.06))}
-            elif how == "erase":
-                ops.append({"op": "erase", "cx": float(rng.uniform(0.3, 0.7)), "cy": float(rng.uniform(0.3, 0.7)),
-                            "r": float(rng.uniform(0.05, 0.09))})
-            elif how == "tilt":
-                ops.append({"op": "rotate", "deg": float(rng.choice([-1, 1]) * rng.uniform(3, 8))})
-            elif how == "squash":
-                ops.append({"op": "squash", "sx": float(rng.uniform(0.8, 1.2)), "sy": 1.0})
-            elif how == "stroke":
-                for m in q["marks"]:
-                    m["stroke"] = float(rng.choice([-0.012, 0.03, 0.04]))
-            elif how == "font":
-                fonts = LATIN_FONTS if q["text"]["font"] != "ipaexg" else ["ipaexg"]
-                q["text"]["font"] = str(rng.choice(fonts))
-                q["scale"] *= 0.95
-            elif how == "lowres":
-                ops.append({"op": "lowres", "factor": float(rng.uniform(2.0, 3.0))})
-        return q, ops + _base_ops(rng, 0.5), "near-identical:" + "+".join(map(str, picks))
-
-    if category == 3:
-        q = _jitter(scene, rng, 0.6)
-        options = []
-        if q["marks"] and q["text"] is None and len(q["marks"]) == 1:
-            options += ["add-text", "add-mark", "add-frame-text", "part"]
-        if q["marks"] and (q["text"] is not None or len(q["marks"]) == 2 or q["frame"] or q["backdrop"]):
-            options += ["keep-mark", "swap-text" if q["text"] is not None else "keep-mark"]
-        if not options:  # text-only cite: the word inside a larger composition
-            options = ["add-mark-to-text"]
-        how = str(rng.choice(options))
-        if how == "add-text":
-            q["text"] = random_word(rng)
-            q["text_pos"] = str(rng.choice(["below", "right"]))
-            q["layout"] = "wordmark"
-        elif how == "add-mark":
-            q["marks"].append(new_mark(int(rng.integers(n_refs)), rng))
-            q["layout"] = "pair"
-        elif how == "add-frame-text":
-            q["frame"] = str(rng.choice(FRAMES))
-            q["text"] = random_word(rng)
-            q["text_pos"] = "below"
-            q["layout"] = "emblem"
-        elif how == "part":
-            # A part of the mark: a window covering 55-75% of each side.
-            fw, fh = rng.uniform(0.55, 0.75, 2)
-            x0, y0 = rng.uniform(0.1, 0.9 - fw), rng.uniform(0.1, 0.9 - fh)
-            ops.append({"op": "crop", "box": (float(x0), float(y0), float(x0 + fw), float(y0 + fh))})
-        elif how == "keep-mark":
-            q["marks"] = q["marks"][:1]
-            q["text"] = None
-            q["frame"] = None
-            if q["backdrop"]:
-                q["backdrop"] = None
-            q["layout"] = "single"
-            q["scale"] = float(rng.uniform(0.8, 0.95))
-        elif how == "swap-text":
-            old = q["text"]["text"]
-            while q["text"]["text"] == old:
-                q["text"] = random_word(rng) if old and len(old) > 3 else random_monogram(rng)
-        elif how == "add-mark-to-text":
-            q["marks"] = [new_mark(int(rng.integers(n_refs)), rng)]
-            q["text_pos"] = "below"
-            q["layout"] = "wordmark"
-        return q, ops + _base_ops(rng, 0.5), "partial:" + how
-
-    if category == 4:
-        q = _jitter(scene, rng, 0.5)
-        options = ["recolour", "invert", "reverse"]
-        if q["colour"] != "black":
-            options += ["gray", "black"]
-        if q["backdrop"]:
-            options = ["recolour", "invert", "un-reverse"]
-        how = str(rng.choice(options))
-        if how == "recolour":
-            q["colour"] = str(rng.choice([c for c in COLOUR_NAMES if c not in (q["colour"], "black", "gray")]))
-            if q["text_colour"]:
-                q["text_colour"] = str(rng.choice(COLOUR_NAMES))
-            for m in q["marks"]:
-                m["hue"] = int(rng.integers(50, 200))
-        elif how == "invert":
-            ops.append({"op": "invert"})
-        elif how == "reverse":
-            q["backdrop"] = str(rng.choice(["circle", "square", "rounded"]))
-            q["frame"] = None
-        elif how == "un-reverse":
-            q["backdrop"] = None
-        elif how == "gray":
-            ops.append({"op": "gray"})
-        elif how == "black":
-            q["colour"] = "black"
-            q["text_colour"] = None
-        return q, ops + _base_ops(rng, 0.4), "colour:" + how
-
-    if category == 5:
-        q = _jitter(scene, rng, 0.4)
-        how = str(rng.choice(["rot90", "rot180", "rot270", "mirror", "mirror+rot90"], p=[0.25, 0.2, 0.2, 0.25, 0.1]))
-        for m in q["marks"]:
-            if how.startswith("mirror"):
-                m["flip"] = not m["flip"]
-            if "rot" in how:
-                m["rot"] = (m["rot"] + int(how.split("rot")[1])) % 360
-        if not q["marks"]:
-            ops.append({"op": "rotate", "deg": 180.0})
-        return q, ops + _base_ops(rng, 0.3), "orientation:" + how
-    raise ValueError(f"unknown category {category}")
+    if category not in _DERIVE:
+        raise ValueError(f"unknown category {category}")
+    return _DERIVE[category](cite, rng, n_refs)
 
 
 def variant_registration(scene: dict, rng: np.random.Generator) -> dict:

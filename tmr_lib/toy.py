@@ -13,6 +13,11 @@ and draws where each augmented view of each mark lands on the unit circle::
 Each mark is one label; its positives are augmented views of it (the library's *weak*
 augmentation), as a query and its cite are two views of one registered mark. The step history
 counts the negative pairs each step's loss compares, which is what ``CrossBatchMemory`` raises.
+
+The toy keeps its own dozen-line loop on purpose (not :func:`tmr_lib.loop.train_one_epoch`, which
+fine-tuning and pretraining share): notebook 02 reads it as the algorithm -- draw marks, make
+views, embed, loss, step -- and records per step the pairs the loss saw, which the shared loop
+has no reason to know about. No DataLoader, devices, AMP, accumulation or time budget here.
 """
 from __future__ import annotations
 
