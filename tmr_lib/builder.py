@@ -569,17 +569,14 @@ def _pixel_baseline(plan, report, kept, answers, apply_gid, cite_gid) -> dict:
     Q = np.stack([np.frombuffer(report["thumbs_query"][q], np.uint8) for q in test_q]).astype(np.float32)
     Q = 255.0 - Q
     Q /= np.linalg.norm(Q, axis=1, keepdims=True) + 1e-6
-    top = np.argsort(-(Q @ C.T), axis=1)[:, :20]
-    kept_arr = np.asarray(kept)
-    hits_by_cat: dict[int, list[bool]] = {}
-    for row, q in zip(top, test_q):
-        ans = {report["alias"].get(c, c) for c in plan.answers[q]}
-        hit = bool(ans.intersection(kept_arr[row].tolist()))
-        hits_by_cat.setdefault(int(plan.query_category[q]), []).append(hit)
-    allhits = [h for v in hits_by_cat.values() for h in v]
-    out = {"all": round(float(np.mean(allhits)), 3)}
-    out.update({int(c): round(float(np.mean(v)), 3) for c, v in sorted(hits_by_cat.items())})
-    return out
+    from .retrieval import Retrieval
+
+    qids = [str(q) for q in test_q]
+    answers = {str(q): [str(report["alias"].get(c, c)) for c in plan.answers[q]] for q in test_q}
+    r = Retrieval.from_embeddings(qids, Q, [str(i) for i in kept], C, k=20)
+    m = r.metrics(pd.DataFrame({"gid": qids, "cite_gids": list(answers.values()),
+                                "category": [int(plan.query_category[q]) for q in test_q]}), ks=(20,))
+    return {"all": round(m["recall"][20], 3), **{int(c): round(v, 3) for c, v in m["per_category"].items()}}
 
 
 def _stamp_times(root: Path) -> None:
