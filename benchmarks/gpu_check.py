@@ -15,6 +15,7 @@ def main() -> int:
 
     from tmr_lib.config import get_config
     from tmr_lib.encoder import build_encoder
+    from tmr_lib.loop import LoopState, Schedule, train_one_epoch
     from tmr_lib.losses import make_loss
 
     ap = argparse.ArgumentParser()
@@ -35,20 +36,18 @@ def main() -> int:
         x = torch.randn(B, 3, bcfg.image_size, bcfg.image_size, device=dev).contiguous(memory_format=torch.channels_last)
         y = torch.arange(bcfg.batch_pairs, device=dev).repeat_interleave(bcfg.crops_per_pair)
         torch.cuda.reset_peak_memory_stats()
-        times = []
-        for s in range(args.steps + 1):
+        ticks = []
+
+        def tick(_updates, _loss):
             torch.cuda.synchronize()
-            t = time.time()
-            with torch.autocast("cuda", dtype=torch.float16):
-                emb = model(x)
-            loss = loss_fn(emb.float(), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            torch.cuda.synchronize()
-            if s:
-                times.append(time.time() - t)
+            ticks.append(time.time())
+
+        # the kit's one training loop, as fine-tuning runs it (fp16 autocast + GradScaler)
+        stats = train_one_epoch(model, [(x, y)] * (args.steps + 1), loss_fn, opt, Schedule(args.steps + 1),
+                                LoopState(), device=dev, prepare=lambda t: t, amp="fp16", scaler=scaler,
+                                on_step=tick)
+        times = [t1 - t0 for t0, t1 in zip(ticks, ticks[1:])]  # the first step is the warm-up
+        loss = stats.losses[-1]
         model.eval()
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
             xb = torch.randn(64, 3, bcfg.image_size, bcfg.image_size, device=dev).contiguous(memory_format=torch.channels_last)
@@ -61,7 +60,7 @@ def main() -> int:
             emb_rate = 5 * 64 / (time.time() - t)
         out[name] = {"batch": B, "train_step_s": round(sum(times) / len(times), 3),
                      "train_img_per_s": round(B / (sum(times) / len(times)), 1),
-                     "embed_img_per_s": round(emb_rate, 1), "loss": round(float(loss), 4),
+                     "embed_img_per_s": round(emb_rate, 1), "loss": round(loss, 4),
                      "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2), "weights": str(info)}
         del model, opt
         torch.cuda.empty_cache()
