@@ -1,6 +1,6 @@
 """Build a competition in the real JPO format from real marks, with the answers kept apart.
 
-    python -m tmr_lib data build --preset cpu --out data/tmr-cpu
+    python -m tmr_lib data build --size cpu --out data/tmr-cpu
 
 writes the participant folder `data/tmr-cpu/` (train.csv, test.csv, cite_v2.csv,
 sample_submission.csv, apply_images/, cite_images/, dataset.json) and the host folder
