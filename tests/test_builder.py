@@ -241,3 +241,7 @@ def test_cli_build_and_errors(tmp_path, ci_dataset):
     assert r.returncode == 2 and "already holds another dataset" in r.stderr
     r = run("data", "build", "--preset", "nope")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = run("data", "build", "--size", "ci", "--out", str(ci_dataset[0]), "--quiet")  # the size's own name
+    assert r.returncode == 0 and "already holds this dataset (size ci, seed 0)" in r.stdout
+    r = run("data", "build", "--size", "gpu")  # a recipe is not a dataset size
+    assert r.returncode == 2 and "invalid choice" in r.stderr
