@@ -131,7 +131,9 @@ class Retrieval:
         from .postprocess import postprocess
 
         self._need_embeddings("search")
-        new = self._with(k=k or self.k, index=index or self.index, ranked=[])
+        index = index or self.index
+        new = dataclasses.replace(self, k=k or self.k, index=index, ranked=[],
+                                  _cache=self._cache if index == self.index else {})  # same gallery, same index
         lists = postprocess(new.query_emb, new.search_index(), None, k=new.k)
         return dataclasses.replace(new, ranked=new._padded(lists), _cache=new._cache)
 
