@@ -53,13 +53,21 @@ def test_header_states_goal_prerequisites_and_time(nb):
         assert re.search(rf"\*\*{word}\b", first.source), f"{path.name}: the first cell lacks **{word}.**"
 
 
-def test_has_a_parameters_cell_with_the_preset(nb):
+def test_starts_with_the_session_and_has_a_parameters_cell(nb):
+    """The first code cell is the two-line session start (the recipe from $TMR_PRESET, its data found
+    from anywhere); one parameters cell follows; no notebook finds the kit or the preset by hand."""
     path, book = nb
+    code = [c for c in book.cells if c.cell_type == "code"]
+    first = [line for line in code[0].source.splitlines() if line.strip()]
+    assert len(first) == 2 and first[0] == "from tmr_lib.session import start" and \
+        re.match(r'kit = start\("\d\d_\w+"', first[1]), f"{path.name}: the first code cell must be the session start"
     params = [c for c in book.cells if "parameters" in tags(c)]
     assert len(params) == 1 and params[0].cell_type == "code", \
         f"{path.name}: exactly one code cell must be tagged 'parameters'"
-    assert re.search(r'PRESET\s*=\s*os\.environ\.get\(\s*"TMR_PRESET"\s*,\s*"cpu"\s*\)', params[0].source), \
-        f"{path.name}: the parameters cell must set PRESET = os.environ.get(\"TMR_PRESET\", \"cpu\")"
+    for c in code:
+        src = "\n".join(line.split("#")[0] for line in c.source.splitlines())  # code, not comments
+        assert "os.environ.get(\"TMR_PRESET\"" not in src and "DATA_PRESET" not in src and "pyproject.toml" not in src, \
+            f"{path.name}: a cell finds the preset or the kit by hand; use the session (kit.recipe, kit.data_dir)"
 
 
 def test_has_exercises_with_solutions_in_tagged_cells(nb):
