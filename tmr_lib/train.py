@@ -51,7 +51,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as dist
-from .augment import BatchAugment, TextBank, marks_augment, normalize
+from .augment import BatchAugment, TextBank, marks_augment
 from .config import Config
 from .embed import ImageStore, default_device, embed_images
 from .encoder import Encoder, WeightsInfo, build_encoder, save_encoder
