@@ -127,3 +127,54 @@ def test_from_ranked_and_to_submission_round_trip(toy, tmp_path):
     assert back.metrics(answers) == r.metrics(answers)
     sub = r.with_gallery(gids[:100])
     assert all(set(v) <= set(gids[:100]) for v in sub.ranked)
+
+
+def test_euclidean_equals_inner_product_on_unit_vectors_and_differs_on_an_unnormalised_ensemble():
+    rng = np.random.default_rng(5)
+    g, q = unit(rng.normal(size=(50, 8))), unit(rng.normal(size=(10, 8)))
+    ids = [f"c{j}" for j in range(50)]
+    ip = Retrieval.from_embeddings(range(10), q, ids, g)
+    l2 = Retrieval.from_embeddings(range(10), q, ids, g, metric="l2")
+    assert ip.ranked == l2.ranked  # unit vectors: the same ranking
+    # a constructed case: a long gallery vector pointing the query's way wins by inner product only
+    gq = np.array([[1.0, 0.0], [3.0, 3.0]], np.float32)
+    query = np.array([[1.0, 0.2]], np.float32)
+    assert Retrieval.from_embeddings(["q"], query, ["near", "long"], gq, k=1).ranked == [["long"]]
+    assert Retrieval.from_embeddings(["q"], query, ["near", "long"], gq, k=1, metric="l2").ranked == [["near"]]
+
+
+def test_the_second_places_ensemble_is_not_renormalised_and_searches_euclidean(toy):
+    q, g, qids, gids, _ = toy
+    rng = np.random.default_rng(2)
+    members = [Retrieval.from_embeddings(qids, unit(q + 0.3 * rng.normal(size=q.shape)), gids,
+                                         unit(g + 0.1 * rng.normal(size=g.shape)), name=f"m{i}") for i in range(2)]
+    exact = Retrieval.ensemble([members], normalize=False)
+    assert exact.metric == "l2" and np.allclose(exact.query_emb, (members[0].query_emb + members[1].query_emb) / 2)
+    assert not np.allclose(np.linalg.norm(exact.query_emb, axis=1), 1.0)  # plain means: shorter than 1
+    kit = Retrieval.ensemble([members])
+    assert kit.metric == "ip" and np.allclose(np.linalg.norm(kit.query_emb, axis=1), 1.0)
+
+
+def test_second_place_postprocessing_keeps_16_minus_n_and_researches_once_per_group_cite(toy):
+    q, g, qids, gids, _ = toy
+    group = [f"c{j}" for j in range(150, 156)]  # a train label with 6 cites, its query = test query 0
+    memory = TrainMemory(np.stack([q[0]] * 6), g[150:156], group, [3] * 6)
+    r = Retrieval.from_embeddings(qids, q, gids, g, memory=memory)
+    index = r.search_index()
+    searched = []
+    real = index.search
+
+    def counting(x, k=20):
+        searched.append(len(x))
+        return real(x, k)
+
+    index.search = counting
+    exact = r.postprocess(recipe="2nd-place").ranked[0]
+    assert exact[:10] == r.ranked[0][:10] and exact[10:16] == group  # 16 - 6 kept, then the whole group
+    # the plain search of all queries, then per query (each one's nearest train query is this pair)
+    # one re-search per group cite: 6 vectors
+    assert searched == [len(qids)] + [6] * len(qids)
+    kit = r.postprocess(keep=15).ranked[0]
+    assert kit[:15] == r.ranked[0][:15] and len(set(kit[15:]) & set(group)) == 5  # 15 kept: the group cut to 5
+    with pytest.raises(ValueError, match="recipe"):
+        r.postprocess(recipe="3rd-place")

@@ -178,11 +178,15 @@ class EnsembleEncoder(nn.Module):
         return F.normalize(torch.cat(parts, dim=1), dim=1)
 
 
-def combine_embeddings(groups: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+def combine_embeddings(groups: Sequence[Sequence[np.ndarray]], normalize: bool = True) -> np.ndarray:
     """:class:`EnsembleEncoder`'s arithmetic on embeddings already computed: ``groups[b]`` holds the
     (N, D) embeddings of backbone ``b``'s fold models; each group is averaged and re-normalised,
-    then the groups are concatenated and normalised. Lets an ablation embed with each model once."""
+    then the groups are concatenated and normalised. Lets an ablation embed with each model once.
+    ``normalize=False``: the 2nd place's arithmetic (make_submit.py:404, 413), plain means and a
+    plain concatenation, searched with Euclidean distance."""
     def unit(v: np.ndarray) -> np.ndarray:
+        if not normalize:
+            return v
         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
     if not groups or any(len(g) == 0 for g in groups):

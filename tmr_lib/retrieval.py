@@ -72,13 +72,14 @@ class Retrieval:
     k: int = 20
     index: str = "flat"
     name: str = ""
+    metric: str = "ip"  #: "ip" (inner product) or "l2" (Euclidean: the 2nd place's, on un-normalised ensembles)
     _cache: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_embeddings(cls, query_ids: Sequence[str], query_emb: np.ndarray, gallery_ids: Sequence[str],
                         gallery_emb: np.ndarray, *, memory: TrainMemory | None = None, k: int = 20,
-                        index: str = "flat", name: str = "") -> Retrieval:
+                        index: str = "flat", name: str = "", metric: str = "ip") -> Retrieval:
         """Search ``query_emb`` against ``gallery_emb`` (exact inner product by default)."""
         q = np.ascontiguousarray(query_emb, dtype=np.float32)
         g = np.ascontiguousarray(gallery_emb, dtype=np.float32)
@@ -88,7 +89,7 @@ class Retrieval:
                              f"{len(gids)} gallery ids for {len(g)} gallery vectors")
         if q.shape[1:] != g.shape[1:]:
             raise ValueError(f"queries are {q.shape[1]}-d but the gallery is {g.shape[1]}-d")
-        base = cls(qids, [], q, gids, g, memory, k, index, name)
+        base = cls(qids, [], q, gids, g, memory, k, index, name, metric)
         return base.search(k=k, index=index)
 
     @classmethod
@@ -123,17 +124,22 @@ class Retrieval:
 
         self._need_embeddings("search")
         if "index" not in self._cache:
-            self._cache["index"] = build_index(self.gallery_emb, ids=self.gallery_ids, kind=self.index)
+            self._cache["index"] = build_index(self.gallery_emb, ids=self.gallery_ids, kind=self.index,
+                                               metric=self.metric)
         return self._cache["index"]
 
-    def search(self, k: int | None = None, index: str | None = None) -> Retrieval:
-        """Plain top-``k`` search (``index``: "flat", "hnsw", "ivf" or a faiss factory string)."""
+    def search(self, k: int | None = None, index: str | None = None, nprobe: int | None = None,
+               ef_search: int | None = None) -> Retrieval:
+        """Plain top-``k`` search (``index``: "flat", "hnsw", "ivf" or a faiss factory string;
+        ``nprobe`` (IVF) and ``ef_search`` (HNSW) trade speed for recall)."""
         from .postprocess import postprocess
 
         self._need_embeddings("search")
         index = index or self.index
         new = dataclasses.replace(self, k=k or self.k, index=index, ranked=[],
                                   _cache=self._cache if index == self.index else {})  # same gallery, same index
+        if nprobe is not None or ef_search is not None:
+            new.search_index().set_params(nprobe=nprobe, ef_search=ef_search)
         lists = postprocess(new.query_emb, new.search_index(), None, k=new.k)
         return dataclasses.replace(new, ranked=new._padded(lists), _cache=new._cache)
 
@@ -163,10 +169,13 @@ class Retrieval:
 
     # ------------------------------------------------------------------ ensembles
     @staticmethod
-    def ensemble(groups: Sequence[Sequence[Retrieval]], name: str = "", k: int | None = None) -> Retrieval:
+    def ensemble(groups: Sequence[Sequence[Retrieval]], name: str = "", k: int | None = None,
+                 normalize: bool = True) -> Retrieval:
         """Average the members of each group (fold models, or a model and its mirrored TTA pass),
         re-normalise, concatenate the groups (backbones) and normalise; then search again.
-        All members must hold embeddings of the same queries and gallery (and memory, if any)."""
+        ``normalize=False``: the 2nd place's arithmetic (plain means, plain concat) searched with
+        Euclidean distance (``metric="l2"``). All members must hold embeddings of the same queries
+        and gallery (and memory, if any)."""
         from .encoder import combine_embeddings
 
         members = [r for g in groups for r in g]
@@ -179,7 +188,7 @@ class Retrieval:
                 raise ValueError(f"ensemble members must share queries and gallery: {r.name!r} differs from {first.name!r}")
 
         def combine(get) -> np.ndarray:
-            return combine_embeddings([[get(r) for r in g] for g in groups])
+            return combine_embeddings([[get(r) for r in g] for g in groups], normalize=normalize)
 
         memory = None
         if all(r.memory is not None for r in members):
@@ -187,7 +196,8 @@ class Retrieval:
             memory = TrainMemory(combine(lambda r: r.memory.apply_emb), combine(lambda r: r.memory.cite_emb),
                                  m0.cite_gids, m0.labels)
         out = first._with(query_emb=combine(lambda r: r.query_emb), gallery_emb=combine(lambda r: r.gallery_emb),
-                          memory=memory, name=name or " + ".join(r.name for r in members), k=k or first.k)
+                          memory=memory, name=name or " + ".join(r.name for r in members), k=k or first.k,
+                          metric="ip" if normalize else "l2")
         return out.search()
 
     def concat(self, *others: Retrieval, name: str = "") -> Retrieval:
@@ -196,9 +206,10 @@ class Retrieval:
 
     # ------------------------------------------------------------------ post-processing
     def postprocess(self, keep: int = 15, label_cites: bool = True, research: bool = True,
-                    min_similarity: float | None = None, name: str | None = None) -> Retrieval:
+                    min_similarity: float | None = None, name: str | None = None, recipe: str = "kit") -> Retrieval:
         """The 2nd place's post-processing (:mod:`tmr_lib.postprocess`): keep the top ``keep``, add the
-        nearest training query's label cites, re-search with ``query - apply + cite``, fill to k."""
+        nearest training query's label cites, re-search with ``query - apply + cite``, fill to k.
+        ``recipe="2nd-place"``: exactly theirs (keep 16 - n, one re-search per group cite)."""
         from .postprocess import postprocess
 
         self._need_embeddings("postprocess")
@@ -206,7 +217,8 @@ class Retrieval:
             raise ValueError("postprocess needs the training pairs' embeddings: pass memory= to from_embeddings "
                              "(tmr_lib.predict.embed_competition(..., train=True) makes them)")
         lists = postprocess(self.query_emb, self.search_index(), self.memory, k=self.k, keep=keep,
-                            label_cites=label_cites, research=research, min_similarity=min_similarity)
+                            label_cites=label_cites, research=research, min_similarity=min_similarity,
+                            recipe=recipe)
         return dataclasses.replace(self, ranked=self._padded(lists),
                                    name=name if name is not None else (self.name + " + post-processing").strip())
 

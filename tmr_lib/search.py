@@ -7,8 +7,11 @@
 
 ``kind`` takes the short names ``"flat"``, ``"hnsw"``, ``"ivf"`` or any faiss
 ``index_factory`` string (``"HNSW32"``, ``"IVF1024,Flat"``, ``"IVF4096,PQ64"`` ...). Vectors
-are L2-normalised, so inner product = cosine and the ranking equals Euclidean kNN (what the
-2nd place ran with cuML). On a machine with GPU faiss, ``use_gpu="auto"`` moves the index there.
+from the kit's encoders are L2-normalised, so inner product = cosine, and on unit vectors the
+ranking equals Euclidean kNN. The 2nd place ran Euclidean kNN (cuML) on ensembles it did *not*
+re-normalise, where the two rankings differ: ``metric="l2"`` is that search (scores are then
+squared distances, smaller is nearer). On a machine with GPU faiss, ``use_gpu="auto"`` moves the
+index there.
 """
 from __future__ import annotations
 
@@ -99,8 +102,9 @@ class SearchIndex:
     """A faiss index over unit vectors plus the ids (gids) of its rows."""
 
     def __init__(self, index: Any, ids: np.ndarray, kind: str, nprobe: int | None = None,
-                 ef_search: int | None = None):
+                 ef_search: int | None = None, metric: str = "ip"):
         self.index = index
+        self.metric = metric
         self.ids = np.asarray(ids).astype(str)
         self.kind = kind
         self.nprobe = nprobe
@@ -137,7 +141,8 @@ class SearchIndex:
         return self.ntotal
 
     def search_rows(self, queries: np.ndarray, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
-        """Row numbers (Q, k) (-1 where fewer than k) and inner-product scores (Q, k)."""
+        """Row numbers (Q, k) (-1 where fewer than k) and scores (Q, k): inner products, or squared
+        distances for ``metric="l2"``."""
         q = _as_float32(queries)
         k = int(min(k, self.ntotal)) if self.ntotal else 0
         if self.kind == "Flat":
@@ -171,7 +176,7 @@ class SearchIndex:
         np.save(folder / "ids.npy", self.ids)
         (folder / "index.json").write_text(json.dumps(
             {"kind": self.kind, "ntotal": self.ntotal, "dim": int(index.d),
-             "nprobe": self.nprobe, "ef_search": self.ef_search}, indent=2))
+             "nprobe": self.nprobe, "ef_search": self.ef_search, "metric": self.metric}, indent=2))
         return folder
 
     @classmethod
@@ -182,7 +187,8 @@ class SearchIndex:
         meta = json.loads((folder / "index.json").read_text())
         index = faiss.read_index(str(folder / "index.faiss"))
         index = _maybe_gpu(index, use_gpu)
-        return cls(index, np.load(folder / "ids.npy"), meta["kind"], meta.get("nprobe"), meta.get("ef_search"))
+        return cls(index, np.load(folder / "ids.npy"), meta["kind"], meta.get("nprobe"), meta.get("ef_search"),
+                   meta.get("metric", "ip"))
 
     def __repr__(self) -> str:
         return f"SearchIndex({self.kind}, {self.ntotal} vectors, dim {self.index.d})"
@@ -204,14 +210,16 @@ def _maybe_gpu(index: Any, use_gpu: bool | str) -> Any:
 
 def build_index(vectors: np.ndarray, ids: Any = None, kind: str = "flat", use_gpu: bool | str = "auto",
                 nprobe: int | None = None, ef_search: int | None = None, ef_construction: int | None = None,
-                train_size: int | None = None, train_iter: int | None = None, seed: int = 0) -> SearchIndex:
+                train_size: int | None = None, train_iter: int | None = None, seed: int = 0,
+                metric: str = "ip") -> SearchIndex:
     """A :class:`SearchIndex` over ``vectors`` (unit norm, inner product).
 
     ``ids``: one id per row (default: the row numbers). IVF is trained on the vectors themselves
     (on a random ``train_size`` of them when given, with ``train_iter`` k-means iterations instead
     of faiss's 25: k-means on 800k x 1024 is slow on a CPU);
     ``nprobe`` (IVF) and ``ef_search`` (HNSW) trade speed for recall at search time,
-    ``ef_construction`` (HNSW, faiss default 40) graph quality for build time. The HNSW graph
+    ``ef_construction`` (HNSW, faiss default 40) graph quality for build time. ``metric``: "ip"
+    (inner product, the default) or "l2" (Euclidean, the 2nd place's on un-normalised vectors). The HNSW graph
     degree M and the IVF list count are part of the factory string: ``"HNSW16"``, ``"IVF2048,Flat"``.
     """
     import faiss
@@ -221,8 +229,10 @@ def build_index(vectors: np.ndarray, ids: Any = None, kind: str = "flat", use_gp
     ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str)
     if len(ids) != n:
         raise ValueError(f"{len(ids)} ids for {n} vectors")
+    if metric not in ("ip", "l2"):
+        raise ValueError(f"metric is 'ip' (inner product) or 'l2' (Euclidean), not {metric!r}")
     spec = factory_string(kind, n)
-    index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
     if "HNSW" in spec and ef_search is None:
         ef_search = 128
     if "IVF" in spec and nprobe is None:
@@ -245,4 +255,4 @@ def build_index(vectors: np.ndarray, ids: Any = None, kind: str = "flat", use_gp
             train = x[rows]
         index.train(train)
     index.add(x)
-    return SearchIndex(index, ids, spec, nprobe=nprobe, ef_search=ef_search)
+    return SearchIndex(index, ids, spec, nprobe=nprobe, ef_search=ef_search, metric=metric)
