@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import unicodedata
 from pathlib import Path
 
 from .core import (
     Competition,
+    DatabaseBusy,
     InvalidSubmission,
     LeaderboardError,
     find_competition,
     short_time,
 )
 from .scorer import fmt
+from .storage import default_wait, is_busy_error
+
+#: Exit codes: each means one thing (also in the --help epilog and leaderboard/README.md).
+EXIT_OK, EXIT_REJECTED, EXIT_REFUSED, EXIT_BUSY, EXIT_PROBLEMS = 0, 1, 2, 3, 4
 
 EPILOG = """\
 examples:
@@ -30,7 +36,12 @@ examples:
   python -m leaderboard export --out handouts/board
 
 Every command but init finds the competition with --dir, else $TMR_LEADERBOARD, else the
-only competition under ./competitions. Rules: Recall@20 ranks, MRR then the earliest
+only competition under ./competitions.
+
+exit codes: 0 done; 1 the file was rejected (every problem printed); 2 refused (daily limit,
+closed, unknown team, bad arguments); 3 the database was busy (another process held its write
+lock longer than --wait seconds: nothing recorded, no quota used, try again); 4 verify found
+problems. Rules: Recall@20 ranks, MRR then the earliest
 submission break ties; public scores are rounded to 4 decimals; the private ranking stays
 hidden until `close`.
 """
@@ -97,6 +108,7 @@ def cmd_init(a: argparse.Namespace) -> int:
     comp, tokens = Competition.create(
         a.host_dir, a.data, a.dir, name=a.name, public_fraction=a.public_fraction, seed=a.seed,
         daily_limit=a.daily_limit, reset_utc=a.reset_utc, n_final=a.final, deadline=a.deadline, teams=a.team,
+        reject_limit=a.reject_limit, reject_window=a.reject_window,
     )
     s = comp.settings()
     print(f"Created competition {s['name']!r} in {comp.path}")
@@ -111,7 +123,7 @@ def cmd_init(a: argparse.Namespace) -> int:
 
 
 def cmd_add_team(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     for name in a.name:
         tok = comp.add_team(name, reset_token=a.reset_token)
         print(f"{'new token for' if a.reset_token else 'added team'} {name}: {tok}")
@@ -119,20 +131,20 @@ def cmd_add_team(a):
 
 
 def cmd_host_token(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     print(f"new host token: {comp.reset_host_token()} (the old one no longer works)")
     return 0
 
 
 def cmd_teams(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     rows = [[t["id"], _clip(t["name"]), t["entries"], short_time(t["last"])] for t in comp.teams()]
     print(_table(rows, ["id", "team", "entries", "last submission"], {0, 2}) if rows else "no teams yet")
     return 0
 
 
 def cmd_submit(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     try:
         res = comp.submit(a.file, a.team, note=a.note or "", via="cli")
     except InvalidSubmission as exc:
@@ -143,14 +155,14 @@ def cmd_submit(a):
 
 
 def cmd_check(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     report = comp.validate(a.file, filename=Path(a.file).name)
     print(report.format())
     return 0 if report.ok else 1
 
 
 def cmd_show(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     if a.json:
         out = {"settings": {k: v for k, v in comp.settings().items()}, "public": comp.public_board()}
         if comp.is_closed() or a.private:
@@ -165,7 +177,7 @@ def cmd_show(a):
 
 
 def cmd_history(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     t = comp.team(a.team)
     hist = comp.history(team_id=t["id"])
     closed = comp.is_closed()
@@ -196,7 +208,7 @@ def cmd_history(a):
 
 
 def cmd_select(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     t = comp.team(a.team)
     ids = [] if a.clear else a.ids
     if not a.clear and not ids:
@@ -207,21 +219,21 @@ def cmd_select(a):
 
 
 def cmd_close(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     if not a.yes:
         if not sys.stdin.isatty():
             raise LeaderboardError("closing is final: pass --yes to confirm")
         answer = input(f"Close {comp.name!r} for good and reveal the private ranking? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("not closed")
-            return 1
+            return EXIT_REFUSED
     comp.close()
     print_private(comp)
     return 0
 
 
 def cmd_export(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     from .render import export
 
     out = a.out or (comp.path / "export")
@@ -231,34 +243,46 @@ def cmd_export(a):
 
 
 def cmd_serve(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     path = comp.path
     comp.close_db()
     from .web import serve
 
-    serve(path, host=a.host, port=a.port)
+    serve(path, host=a.host, port=a.port, wait=a.wait)
     return 0
 
 
 def cmd_rescore(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     res = comp.rescore()
     print(f"rescored {res['rescored']} submissions as a new run ({res['changed']} changed); earlier runs kept")
     return 0
 
 
 def cmd_verify(a):
-    comp = find_competition(a.dir)
-    problems = comp.verify()
-    for p in problems:
-        print(p)
+    comp = find_competition(a.dir, wait=a.wait)
+    findings = comp.verify_findings(sample=a.sample)
+    if a.repair:
+        for f in findings:
+            print(f"found: {f}")
+        for line in comp.repair():
+            print(f"repaired: {line}")
+        findings = comp.verify_findings(sample=a.sample)
+        if findings:
+            print("still wrong after the repair (not repairable automatically):")
+    for f in findings:
+        print(f"  {f}" if a.repair else str(f))
     n = comp.con.execute("SELECT COUNT(*) FROM submissions").fetchone()[0]
-    print(f"{n} archived submissions, {len(problems)} problem(s)")
-    return 1 if problems else 0
+    n_events = comp.con.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    scored = "all" if not a.sample else f"a sample of up to {a.sample}"
+    print(f"{n} archived submissions, {n_events} events, {scored} rescored: {len(findings)} problem(s)"
+          + ("" if not findings or a.repair else "; `verify --repair` moves orphans aside, removes "
+             "temporary files and rewrites the log"))
+    return EXIT_PROBLEMS if findings else EXIT_OK
 
 
 def cmd_log(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     for e in comp.events(limit=a.tail):
         extra = {k: v for k, v in e["detail"].items() if k not in ("ranking",)}
         who = f" team={e['team']}" if e["team"] else ""
@@ -268,7 +292,7 @@ def cmd_log(a):
 
 
 def cmd_deadline(a):
-    comp = find_competition(a.dir)
+    comp = find_competition(a.dir, wait=a.wait)
     value = comp.set_deadline(None if a.when.lower() == "none" else a.when)
     print(f"deadline: {short_time(value) if value else 'none'}")
     return 0
@@ -283,7 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", help="competition directory (default: $TMR_LEADERBOARD or the only one under ./competitions)")
+    common.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                        help="how long to wait for a busy database before giving up with exit code 3 "
+                             "(default: $TMR_LEADERBOARD_WAIT or 60)")
 
+    _init_command(sub)
+    _host_commands(sub, common)
+    _team_commands(sub, common)
+    _admin_commands(sub, common)
+    return p
+
+
+def _init_command(sub) -> None:
     s = sub.add_parser("init", help="create a competition from a dataset's host folder", parents=[],
                        description="Create a competition (self-contained directory) from a host folder "
                                    "(answers.csv, host.json) and its participant folder.")
@@ -298,8 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--final", type=int, default=2, help="final selections per team (default 2)")
     s.add_argument("--deadline", help="last moment to submit, ISO 8601, e.g. 2025-03-14T09:00Z (default: none)")
     s.add_argument("--team", action="append", help="register a team (repeat); its token is printed")
+    s.add_argument("--reject-limit", type=int, default=20,
+                   help="rejected files (invalid, too large) a team may send per window before later ones wait "
+                        "(default 20; 0 = no limit)")
+    s.add_argument("--reject-window", type=int, default=60, metavar="MINUTES",
+                   help="the window of --reject-limit in minutes (default 60)")
     s.set_defaults(func=cmd_init)
 
+
+def _host_commands(sub, common) -> None:
     s = sub.add_parser("add-team", parents=[common], help="register team(s) and print their tokens")
     s.add_argument("name", nargs="+")
     s.add_argument("--reset-token", action="store_true", help="issue a new token for an existing team")
@@ -311,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("host-token", parents=[common], help="issue a new host token")
     s.set_defaults(func=cmd_host_token)
 
+
+def _team_commands(sub, common) -> None:
     s = sub.add_parser("submit", parents=[common], help="validate, score and record a submission file")
     s.add_argument("file")
     s.add_argument("--team", required=True)
@@ -336,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clear", action="store_true", help="no selection: the best public submission counts")
     s.set_defaults(func=cmd_select)
 
+
+def _admin_commands(sub, common) -> None:
     s = sub.add_parser("close", parents=[common], help="freeze the competition and reveal the private ranking")
     s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     s.set_defaults(func=cmd_close)
@@ -357,22 +403,36 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("rescore", parents=[common], help="score every archived file again as a new run")
     s.set_defaults(func=cmd_rescore)
 
-    s = sub.add_parser("verify", parents=[common], help="check every archived file against its sha256")
+    s = sub.add_parser("verify", parents=[common],
+                       help="check archive, database, log and scores against each other (exit 4 on problems)")
+    s.add_argument("--repair", action="store_true",
+                   help="move orphan files aside (never deleted), remove temporary files, rewrite the log "
+                        "from the database, then verify again")
+    s.add_argument("--sample", type=int, default=20, help="how many archived files to rescore (0 = all; default 20)")
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("log", parents=[common], help="print the append-only event log")
     s.add_argument("--tail", type=int, help="only the last N events")
     s.set_defaults(func=cmd_log)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not hasattr(args, "wait"):
+        args.wait = None
     try:
         return args.func(args)
+    except DatabaseBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    except sqlite3.OperationalError as exc:
+        if not is_busy_error(exc):
+            raise
+        print(f"error: {DatabaseBusy(args.wait if args.wait is not None else default_wait())}", file=sys.stderr)
+        return EXIT_BUSY
     except LeaderboardError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         return 130
 

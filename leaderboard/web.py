@@ -10,6 +10,7 @@ Run it with ``python -m leaderboard serve`` (binds to 127.0.0.1 unless told othe
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,192 +20,250 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .core import (
     AuthError,
+    DatabaseBusy,
+    TooManyRejections,
     Competition,
     InvalidSubmission,
     LeaderboardError,
 )
 from .render import board_csv, render
+from .storage import is_busy_error
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
 
 
-def create_app(path: str | Path, now=None) -> Flask:
-    """A Flask app serving the competition stored at ``path``."""
-    path = Path(path)
-    kwargs = {"now": now} if now else {}
-    app = Flask(__name__)
-    shared: dict[str, Any] = {}  # the read-only Scorer (answers in memory), reused by every request
-    lock = threading.Lock()
+class _Site:
+    """What every route needs: the per-request Competition, page rendering, the request's token."""
 
-    def comp() -> Competition:
+    def __init__(self, app: Flask, path: Path, kwargs: dict[str, Any]):
+        self.app, self.path, self.kwargs = app, path, kwargs
+        self.shared: dict[str, Any] = {}  # the read-only Scorer (answers in memory), reused by every request
+        self.lock = threading.Lock()
+
+    def comp(self) -> Competition:
         """One connection per request (closed at teardown); the scorer is shared."""
         if "comp" not in g:
-            c = Competition(path, **kwargs)
-            with lock:
-                if "scorer" in shared:
-                    c._scorer, c._scorer_key = shared["scorer"]
+            c = Competition(self.path, **self.kwargs)
+            with self.lock:
+                if "scorer" in self.shared:
+                    c._scorer, c._scorer_key = self.shared["scorer"]
             g.comp = c
         return g.comp
 
-    @app.teardown_appcontext
-    def close_comp(_exc: BaseException | None) -> None:
+    def close_comp(self, _exc: BaseException | None) -> None:
         c = g.pop("comp", None)
         if c is not None:
             if c._scorer is not None:
-                with lock:
-                    shared["scorer"] = (c._scorer, c._scorer_key)
+                with self.lock:
+                    self.shared["scorer"] = (c._scorer, c._scorer_key)
             c.close_db()
 
-    with Competition(path, **kwargs) as c:
-        app.config["MAX_CONTENT_LENGTH"] = c.settings()["max_bytes"] + 64 * 1024
+    def page(self, template: str, status: int = 200, **ctx: Any) -> Response:
+        return Response(render(template, self.comp(), url=url_for, **ctx), status=status, mimetype="text/html")
 
-    def url(name: str) -> str:
-        return url_for(name)
+    @staticmethod
+    def bearer() -> str:
+        auth = request.headers.get("Authorization", "")
+        return auth[7:].strip() if auth.lower().startswith("bearer ") else ""
 
-    def page(template: str, status: int = 200, **ctx: Any) -> Response:
-        return Response(render(template, comp(), url=url, **ctx), status=status, mimetype="text/html")
-
-    @app.after_request
-    def headers(resp: Response) -> Response:
-        resp.headers["Content-Security-Policy"] = CSP
-        resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["Referrer-Policy"] = "no-referrer"
-        resp.headers["X-Frame-Options"] = "DENY"
-        resp.headers.setdefault("Cache-Control", "no-store")
-        return resp
-
-    def token_from_request() -> str:
+    @staticmethod
+    def token() -> str:
         auth = request.headers.get("Authorization", "")
         if auth.lower().startswith("bearer "):
             return auth[7:].strip()
         return (request.form.get("token") or "").strip()
 
-    # -- pages ----------------------------------------------------------------------------
+    def token_form(self, status: int = 200, **ctx: Any) -> Response:
+        """The "My submissions" token form, optionally with a message."""
+        return self.page("form.html", status, form="token", title="My submissions", form_title="My submissions",
+                         token_label="Team token", action=url_for("team_post"), **ctx)
+
+    def team_page(self, c: Competition, team: dict[str, Any], token: str, status: int = 200,
+                  **ctx: Any) -> Response:
+        s = c.settings()
+        return self.page("team.html", status, title="My submissions", team=team["name"], token=token,
+                         rows=c.history(team_id=team["id"]), show_private=s["closed"],
+                         remaining=max(0, s["daily_limit"] - c.used_today(team["id"])),
+                         selection_note=c.selection_note(team["id"]), **ctx)
+
+
+def _security_headers(resp: Response) -> Response:
+    resp.headers["Content-Security-Policy"] = CSP
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers.setdefault("Cache-Control", "no-store")
+    return resp
+
+
+def create_app(path: str | Path, now=None, wait: float | None = None) -> Flask:
+    """A Flask app serving the competition stored at ``path``.
+
+    ``wait``: seconds a write waits for a busy database before answering 503 (default
+    $TMR_LEADERBOARD_WAIT or 60).
+    """
+    path = Path(path)
+    app = Flask(__name__)
+    kwargs: dict[str, Any] = {"now": now} if now else {}
+    if wait is not None:
+        kwargs["wait"] = wait
+    site = _Site(app, path, kwargs)
+    app.teardown_appcontext(site.close_comp)
+    app.after_request(_security_headers)
+    with Competition(path, **site.kwargs) as c:
+        app.config["MAX_CONTENT_LENGTH"] = c.settings()["max_bytes"] + 64 * 1024
+    _board_routes(app, site)
+    _submit_routes(app, site)
+    _team_routes(app, site)
+    _host_routes(app, site)
+    _api_routes(app, site)
+    _error_handlers(app, site)
+    return app
+
+
+def _board_routes(app: Flask, site: _Site) -> None:
     @app.get("/")
     def board() -> Response:
-        c = comp()
+        c = site.comp()
         private = c.private_board() if c.is_closed() else None
-        return page("board.html", public=c.public_board(), private=private, title="Leaderboard")
+        return site.page("board.html", public=c.public_board(), private=private, title="Leaderboard")
+
+    @app.get("/board.csv")
+    def csv_board() -> Response:
+        c = site.comp()
+        return Response(board_csv(c, private=c.is_closed()), mimetype="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=board.csv"})
+
+
+def _submit_routes(app: Flask, site: _Site) -> None:
+    def refused(status: int, title: str, lines: list[str]) -> Response:
+        return site.page("form.html", status, form="submit", title="Submit", message=True, message_class="err",
+                         message_title=title, message_lines=lines)
 
     @app.get("/submit")
     def submit_form() -> Response:
-        return page("form.html", form="submit", title="Submit")
+        return site.page("form.html", form="submit", title="Submit")
 
     @app.post("/submit")
     def submit() -> Response:
-        c = comp()
+        c = site.comp()
         try:
-            team = c.team_for_token(token_from_request())
+            team = c.team_for_token(site.token())
         except AuthError as exc:
-            return page("form.html", 403, form="submit", title="Submit", message=True,
-                        message_class="err", message_title="Not accepted", message_lines=[str(exc)])
+            return refused(403, "Not accepted", [str(exc)])
         upload = request.files.get("file")
         if upload is None or not upload.filename:
-            return page("form.html", 400, form="submit", title="Submit", message=True, message_class="err",
-                        message_title="Not accepted", message_lines=["choose a CSV file to upload"])
+            return refused(400, "Not accepted", ["choose a CSV file to upload"])
         try:
-            res = c.submit(upload.stream, token=token_from_request(), note=request.form.get("note", ""),
+            res = c.submit(upload.stream, token=site.token(), note=request.form.get("note", ""),
                            filename=upload.filename, via="web")
+        except TooManyRejections as exc:
+            resp = refused(429, "Not accepted — too many rejected files", [str(exc)])
+            resp.headers["Retry-After"] = str(exc.retry_after)
+            return resp
         except InvalidSubmission as exc:
-            return page("form.html", 422, form="submit", title="Submit", message=True, message_class="err",
-                        message_title="Rejected — nothing was scored, no quota used",
-                        message_lines=exc.report.format().splitlines())
+            return refused(422, "Rejected — nothing was scored, no quota used", exc.report.format().splitlines())
+        except DatabaseBusy:
+            raise
         except LeaderboardError as exc:
-            return page("form.html", 409, form="submit", title="Submit", message=True, message_class="err",
-                        message_title="Not accepted", message_lines=[str(exc)])
-        return team_page(c, team, token_from_request(), message=True, message_class="ok",
-                         message_title=f"Accepted: submission #{res.submission_id}",
-                         message_lines=res.summary().splitlines()[1:])
+            return refused(409, "Not accepted", [str(exc)])
+        return site.team_page(c, team, site.token(), message=True, message_class="ok",
+                              message_title=f"Accepted: submission #{res.submission_id}",
+                              message_lines=res.summary().splitlines()[1:])
 
-    def team_page(c: Competition, team: dict[str, Any], token: str, status: int = 200, **ctx: Any) -> Response:
-        s = c.settings()
-        return page("team.html", status, title="My submissions", team=team["name"], token=token,
-                    rows=c.history(team_id=team["id"]), show_private=s["closed"],
-                    remaining=max(0, s["daily_limit"] - c.used_today(team["id"])),
-                    selection_note=c.selection_note(team["id"]), **ctx)
 
+def _team_routes(app: Flask, site: _Site) -> None:
     @app.get("/team")
     def team() -> Response:
-        return page("form.html", form="token", title="My submissions", form_title="My submissions",
-                    token_label="Team token", action=url_for("team_post"))
+        return site.token_form()
 
     @app.post("/team")
     def team_post() -> Response:
-        c = comp()
+        c = site.comp()
         try:
-            t = c.team_for_token(token_from_request())
+            t = c.team_for_token(site.token())
         except AuthError as exc:
-            return page("form.html", 403, form="token", title="My submissions", form_title="My submissions",
-                        token_label="Team token", action=url_for("team_post"), message=True,
-                        message_class="err", message_title="Not accepted", message_lines=[str(exc)])
-        return team_page(c, t, token_from_request())
+            return site.token_form(403, message=True, message_class="err", message_title="Not accepted",
+                                   message_lines=[str(exc)])
+        return site.team_page(c, t, site.token())
 
     @app.post("/select")
     def select() -> Response:
-        c = comp()
-        token = token_from_request()
+        c = site.comp()
+        token = site.token()
         try:
             t = c.team_for_token(token)
         except AuthError as exc:
-            return page("form.html", 403, form="token", title="My submissions", form_title="My submissions",
-                        token_label="Team token", action=url_for("team_post"), message=True,
-                        message_class="err", message_title="Not accepted", message_lines=[str(exc)])
+            return site.token_form(403, message=True, message_class="err", message_title="Not accepted",
+                                   message_lines=[str(exc)])
         try:
             ids = [int(i) for i in request.form.getlist("selected")]
             c.select(None, ids, team_id=t["id"])
+        except DatabaseBusy:
+            raise
         except (ValueError, LeaderboardError) as exc:
             msg = str(exc) if isinstance(exc, LeaderboardError) else "bad submission number"
-            return team_page(c, t, token, 400, message=True, message_class="err",
-                             message_title="Selection not saved", message_lines=[msg])
-        return team_page(c, t, token, message=True, message_class="ok",
-                         message_title="Final selection saved", message_lines=[c.selection_note(t["id"])])
+            return site.team_page(c, t, token, 400, message=True, message_class="err",
+                                  message_title="Selection not saved", message_lines=[msg])
+        return site.team_page(c, t, token, message=True, message_class="ok",
+                              message_title="Final selection saved", message_lines=[c.selection_note(t["id"])])
 
+
+def _host_routes(app: Flask, site: _Site) -> None:
     @app.get("/host")
     def host() -> Response:
-        return page("form.html", form="token", title="Host", form_title="Host view",
-                    token_label="Host token", action=url_for("host_post"))
+        return site.page("form.html", form="token", title="Host", form_title="Host view",
+                         token_label="Host token", action=url_for("host_post"))
 
     @app.post("/host")
     def host_post() -> Response:
-        c = comp()
-        if not c.is_host_token(token_from_request()):
-            return page("form.html", 403, form="token", title="Host", form_title="Host view",
-                        token_label="Host token", action=url_for("host_post"), message=True,
-                        message_class="err", message_title="Not accepted",
-                        message_lines=["wrong host token"])
-        return page("host.html", title="Host", public=c.public_board(), private=c.private_board(host=True),
-                    teams=c.teams(), events=c.events(limit=30))
+        c = site.comp()
+        if not c.is_host_token(site.token()):
+            return site.page("form.html", 403, form="token", title="Host", form_title="Host view",
+                             token_label="Host token", action=url_for("host_post"), message=True,
+                             message_class="err", message_title="Not accepted",
+                             message_lines=["wrong host token"])
+        return site.page("host.html", title="Host", public=c.public_board(), private=c.private_board(host=True),
+                         teams=c.teams(), events=c.events(limit=30))
 
-    # -- JSON / CSV -----------------------------------------------------------------------
+
+def _api_routes(app: Flask, site: _Site) -> None:
     @app.get("/api/board")
     def api_board():
-        c = comp()
+        c = site.comp()
         s = c.settings()
         out = {"name": s["name"], "closed": s["closed"], "public": c.public_board()}
         if s["closed"]:
             out["private"] = c.private_board()
         return jsonify(out)
 
-    @app.get("/board.csv")
-    def csv_board() -> Response:
-        c = comp()
-        return Response(board_csv(c, private=c.is_closed()), mimetype="text/csv",
-                        headers={"Content-Disposition": "attachment; filename=board.csv"})
-
     @app.post("/api/submit")
     def api_submit():
-        c = comp()
+        c = site.comp()
+        if site.bearer():  # refuse a throttled team before its upload is parsed
+            try:
+                c.check_rejections(c.team_for_token(site.bearer())["name"])
+            except TooManyRejections as exc:
+                return jsonify(accepted=False, error=str(exc), retry_after=exc.retry_after), 429, \
+                    {"Retry-After": str(exc.retry_after)}
+            except AuthError as exc:
+                return jsonify(accepted=False, error=str(exc)), 403
         upload = request.files.get("file")
         data = upload.stream if upload is not None else request.get_data()
         try:
-            res = c.submit(data, token=token_from_request(), note=request.form.get("note", ""),
+            res = c.submit(data, token=site.token(), note=request.form.get("note", ""),
                            filename=(upload.filename if upload is not None else None) or "upload.csv", via="api")
         except AuthError as exc:
             return jsonify(accepted=False, error=str(exc)), 403
+        except TooManyRejections as exc:
+            return jsonify(accepted=False, error=str(exc), retry_after=exc.retry_after), 429, \
+                {"Retry-After": str(exc.retry_after)}
         except InvalidSubmission as exc:
             return jsonify(accepted=False, error="invalid submission", report=exc.report.format(),
                            problems=[p.message for p in exc.report.problems]), 422
+        except DatabaseBusy:
+            raise
         except LeaderboardError as exc:
             return jsonify(accepted=False, error=str(exc)), 409
         return jsonify(accepted=True, submission_id=res.submission_id, team=res.team,
@@ -212,27 +271,49 @@ def create_app(path: str | Path, now=None) -> Flask:
                        remaining_today=res.remaining_today, resets_at=res.reset_at,
                        summary=res.summary())
 
+
+def _error_handlers(app: Flask, site: _Site) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):
         limit = app.config["MAX_CONTENT_LENGTH"] / 1048576
         msg = f"file too large: the limit is {limit:.0f} MB (nothing was scored, no quota used)"
+        try:  # recorded like any rejection (the team is known only from a Bearer token: the form is unread)
+            site.comp().log_too_large(site.bearer(), request.content_length)
+        except DatabaseBusy:
+            pass
         if request.path.startswith("/api/"):
             return jsonify(accepted=False, error=msg), 413
-        return page("form.html", 413, form="submit", title="Submit", message=True, message_class="err",
-                    message_title="Rejected", message_lines=[msg])
+        return site.page("form.html", 413, form="submit", title="Submit", message=True, message_class="err",
+                         message_title="Rejected", message_lines=[msg])
+
+    @app.errorhandler(DatabaseBusy)
+    def busy(exc: DatabaseBusy):
+        if request.path.startswith("/api/"):
+            resp = jsonify(accepted=False, error=str(exc), busy=True, retry_after=exc.retry_after)
+            resp.status_code = 503
+        else:
+            resp = site.page("form.html", 503, form="submit" if request.path == "/submit" else None,
+                             title="Busy", message=True, message_class="err",
+                             message_title="The leaderboard is busy — nothing was recorded", message_lines=[str(exc)])
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
+
+    @app.errorhandler(sqlite3.OperationalError)
+    def locked(exc: sqlite3.OperationalError):
+        if not is_busy_error(exc):
+            raise exc
+        return busy(DatabaseBusy(site.comp().wait))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         return Response(f"{exc.code} {exc.name}\n", status=exc.code, mimetype="text/plain")
 
-    return app
 
-
-def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8000, wait: float | None = None) -> None:
     """Serve until interrupted (multi-threaded WSGI server from Werkzeug)."""
     from werkzeug.serving import make_server
 
-    app = create_app(path)
+    app = create_app(path, wait=wait)
     server = make_server(host, port, app, threaded=True)
     shown = f"http://{host}:{server.server_port}/"
     print(f"Leaderboard at {shown}  (Ctrl+C to stop)", flush=True)

@@ -65,6 +65,9 @@ _BAD_SEPARATOR = re.compile(r"[\t,;|\u3000\xa0]")
 _SEPARATOR_NAMES = {"\t": "tab", "\u3000": "full-width space", "\xa0": "non-breaking space"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
+#: One problem as a check returns it: (line or None, kind, message[, severity]).
+Issue = tuple
+
 
 def size_limit(n_test: int | None, n_ids: int = N_IDS) -> int:
     """Upload size cap in bytes: generous (4x a normal file, at least 8 MiB), never unbounded."""
@@ -234,38 +237,41 @@ def _read_source(source: Any, max_bytes: int, report: ValidationReport) -> bytes
     return data
 
 
-def _decode(data: bytes, report: ValidationReport) -> str | None:
+def check_encoding(data: bytes) -> tuple[list[Issue], str | None]:
+    """Problems with the bytes as text (empty, compressed, UTF-16, NUL bytes, not UTF-8) and the text.
+
+    The text is None when the file cannot be read as UTF-8 at all; a BOM is only a warning.
+    """
     if not data.strip():
-        report.add(None, "empty", "file is empty: expected the header 'gid,cite_gid' and one row per test gid")
-        return None
+        return [(None, "empty", "file is empty: expected the header 'gid,cite_gid' and one row per test gid")], None
     if data[:2] == b"\x1f\x8b":
-        report.add(None, "binary", "file is gzip-compressed: upload the plain .csv file")
-        return None
+        return [(None, "binary", "file is gzip-compressed: upload the plain .csv file")], None
     if data[:4] == b"PK\x03\x04":
-        report.add(None, "binary", "file is a zip archive (or an Excel .xlsx workbook): upload a plain .csv file")
-        return None
+        return [(None, "binary", "file is a zip archive (or an Excel .xlsx workbook): upload a plain .csv file")], None
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        report.add(None, "encoding", "file is UTF-16 encoded: save it as UTF-8 (CSV UTF-8)")
-        return None
+        return [(None, "encoding", "file is UTF-16 encoded: save it as UTF-8 (CSV UTF-8)")], None
+    issues: list[Issue] = []
     if data[:3] == b"\xef\xbb\xbf":
-        report.add(1, "bom", "line 1: the file starts with a UTF-8 byte-order mark (BOM); it was ignored", "warning")
+        issues.append((1, "bom", "line 1: the file starts with a UTF-8 byte-order mark (BOM); it was ignored",
+                       "warning"))
         data = data[3:]
     nul = data.find(b"\x00")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
-        report.add(line, "binary", f"line {line}: binary data (a NUL byte at byte {nul:,}); this is not a CSV text file")
-        return None
+        issues.append((line, "binary",
+                       f"line {line}: binary data (a NUL byte at byte {nul:,}); this is not a CSV text file"))
+        return issues, None
     try:
-        return data.decode("utf-8")
+        return issues, data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        report.add(
+        issues.append((
             line,
             "encoding",
             f"line {line}: not valid UTF-8 (byte {exc.start:,}); save the file as UTF-8 text "
             "(binary data or another encoding such as Shift_JIS?)",
-        )
-        return None
+        ))
+        return issues, None
 
 
 def _split_fields(line: str) -> list[str]:
@@ -289,6 +295,195 @@ def _gid_hint(gid: str, test_set: Collection[str]) -> str:
 
 
 # ----------------------------------------------------------------------------------------
+# The checks (each returns the problems it found, in the order they are reported)
+# ----------------------------------------------------------------------------------------
+def split_lines(text: str) -> list[str]:
+    """The file's lines (any line ending), without trailing blank lines."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def check_header(first_line: str) -> tuple[list[Issue], int]:
+    """Problems with line 1, and the index of the first data line (0 when line 1 holds data)."""
+    header = _split_fields(first_line)
+    if tuple(header) == HEADER:
+        return [], 1
+    cleaned = [h.strip().lstrip("\ufeff") for h in header]
+    if bool(header) and header[0].strip().isdigit():
+        return [(1, "header", "line 1: the header 'gid,cite_gid' is missing (line 1 holds data)")], 0
+    if tuple(c.lower() for c in cleaned) == HEADER:
+        msg = (f"line 1: header must be exactly 'gid,cite_gid' (found {_show(first_line, 60)}: "
+               "check capitals and spaces)")
+    elif len(header) == 1 and ("\t" in first_line or ";" in first_line):
+        sep = "a tab" if "\t" in first_line else "';'"
+        msg = f"line 1: columns must be separated by a comma, found {sep}; the header must be exactly 'gid,cite_gid'"
+    else:
+        msg = f"line 1: header must be exactly 'gid,cite_gid' (found {_show(first_line, 60)})"
+    return [(1, "header", msg)], 1
+
+
+def check_columns(ln: int, raw: str, fields: list[str], n_ids: int) -> list[Issue]:
+    """A row must have exactly two columns; the message guesses why it has not."""
+    if len(fields) == 2:
+        return []
+    if len(fields) == 1:
+        if "\t" in raw or ";" in raw:
+            sep = "a tab" if "\t" in raw else "';'"
+            msg = f"line {ln}: columns must be separated by a comma, found {sep}"
+        else:
+            msg = f"line {ln}: 1 column, expected 2 (gid,cite_gid)"
+    elif len(fields) == n_ids + 1:
+        msg = (f"line {ln}: {len(fields)} columns; put the {n_ids} ids in one cite_gid column "
+               "separated by single spaces, not commas")
+    else:
+        msg = f"line {ln}: {len(fields)} columns, expected 2 (gid,cite_gid)"
+    return [(ln, "columns", msg)]
+
+
+def check_gid(ln: int, gid_raw: str, first_seen: dict[str, int],
+              test_set: Collection[str] | None) -> tuple[list[Issue], bool]:
+    """Problems with a row's gid (spaces, empty, repeated, not a test query); True when usable."""
+    issues: list[Issue] = []
+    gid = gid_raw.strip()
+    if gid != gid_raw:
+        issues.append((ln, "gid_spaces", f"line {ln}: gid {_show(gid_raw)} has spaces around it"))
+    if not gid:
+        issues.append((ln, "gid_empty", f"line {ln}: gid is empty"))
+        return issues, False
+    if gid in first_seen:
+        issues.append((ln, "duplicate_gid", f"line {ln}: gid {_show(gid)} appears again (first on line {first_seen[gid]})"))
+        return issues, False
+    if test_set is not None and gid not in test_set:
+        issues.append((ln, "unknown_gid", f"line {ln}: gid {_show(gid)} is not a test query in test.csv"
+                       + _gid_hint(gid, test_set)))
+        return issues, False
+    return issues, True
+
+
+def check_separators(ln: int, cite_raw: str, any_odd_separator: bool) -> tuple[list[Issue], list[str]]:
+    """Problems with the separators inside cite_gid, and the ids as best understood."""
+    if any_odd_separator and _BAD_SEPARATOR.search(cite_raw):
+        bad_sep = sorted({c for c in cite_raw.strip(" ") if _BAD_SEPARATOR.match(c)})
+        shown = ", ".join(_SEPARATOR_NAMES.get(c, repr(c)) for c in bad_sep)
+        issues = [(ln, "separator", f"line {ln}: separate the ids in cite_gid with single spaces (found {shown})")]
+        return issues, [t for t in _ID_SEPARATORS.split(cite_raw.strip()) if t]
+    if cite_raw.startswith(" ") or cite_raw.endswith(" "):
+        return [(ln, "separator", f"line {ln}: cite_gid has spaces at its start or end")], cite_raw.split()
+    if "  " in cite_raw:
+        return [(ln, "separator", f"line {ln}: ids in cite_gid are separated by more than one space")], cite_raw.split()
+    return [], cite_raw.split()
+
+
+def check_count(ln: int, ids: list[str], n_ids: int) -> list[Issue]:
+    if len(ids) == n_ids:
+        return []
+    if not ids:
+        return [(ln, "wrong_count", f"line {ln}: cite_gid is empty, expected exactly {n_ids} ids")]
+    return [(ln, "wrong_count", f"line {ln}: {_plural(len(ids), 'id')}, expected exactly {n_ids}")]
+
+
+def check_repeats(ln: int, ids: list[str], unique: set[str]) -> list[Issue]:
+    if len(unique) == len(ids):
+        return []
+    seen: set[str] = set()
+    repeated = []
+    for t in ids:
+        if t in seen and t not in repeated:
+            repeated.append(t)
+        seen.add(t)
+    shown = ", ".join(f"{_show(t)} x{ids.count(t)}" for t in repeated[:3])
+    more = f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
+    return [(ln, "repeated_id", f"line {ln}: repeated ids in cite_gid: {shown}{more} (ids must be unique)")]
+
+
+def check_ids(ln: int, ids: list[str], unique: set[str], cite_set: Collection[str] | None,
+              test_set: Collection[str] | None) -> list[Issue]:
+    """Ids that are not cite gids (with a hint when they are query gids or were made numbers)."""
+    if cite_set is None or unique <= cite_set:
+        return []
+    unknown = [t for t in dict.fromkeys(ids) if t not in cite_set]
+    shown = ", ".join(_show(t) for t in unknown[:3])
+    more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+    hint = ""
+    if test_set is not None and any(t in test_set for t in unknown):
+        hint = " (some are query gids from test.csv, not cite gids)"
+    elif any(_gid_hint(t, cite_set) for t in unknown):
+        hint = " (ids were converted to numbers: keep gids as strings)"
+    return [(ln, "unknown_cite", f"line {ln}: {_plural(len(unknown), 'id')} not in cite_v2.csv: {shown}{more}{hint}")]
+
+
+def check_complete(n_rows: int, has_errors: bool, test_list: list[str] | None,
+                   first_seen: dict[str, int]) -> list[Issue]:
+    """Whole-file problems found after the rows: no rows at all, test gids never seen."""
+    issues: list[Issue] = []
+    if n_rows == 0 and not has_errors:
+        issues.append((None, "no_rows", "file has a header but no rows"))
+    if test_list is not None:
+        missing = [g for g in test_list if g not in first_seen]
+        if missing:
+            shown = ", ".join(missing[:SHOW_PER_KIND])
+            more = f", ... ({len(missing) - SHOW_PER_KIND:,} more)" if len(missing) > SHOW_PER_KIND else ""
+            issues.append((None, "missing_gid",
+                           f"{_plural(len(missing), 'test gid')} of {len(test_list):,} missing: {shown}{more}"))
+    return issues
+
+
+@dataclass
+class _Rows:
+    """What the row checks share: the known ids and what has been read so far."""
+
+    test_set: Collection[str] | None
+    cite_set: Collection[str] | None
+    n_ids: int
+    any_control: bool
+    any_odd_separator: bool
+    first_seen: dict[str, int] = field(default_factory=dict)
+    gids: list[str] = field(default_factory=list)
+    ranked: list[list[str]] = field(default_factory=list)
+
+
+def check_row(rows: _Rows, ln: int, raw: str) -> list[Issue]:
+    """Every problem of one non-blank data line, in the order they are reported."""
+    if rows.any_control and _CONTROL.search(raw):
+        return [(ln, "control_chars", f"line {ln}: contains control characters (binary junk?)")]
+    fields = _split_fields(raw)
+    issues = check_columns(ln, raw, fields, rows.n_ids)
+    if issues:
+        return issues
+    gid_raw, cite_raw = fields
+    issues, gid_ok = check_gid(ln, gid_raw, rows.first_seen, rows.test_set)
+    gid = gid_raw.strip()
+    if gid and gid not in rows.first_seen:
+        rows.first_seen[gid] = ln
+    more, ids = check_separators(ln, cite_raw, rows.any_odd_separator)
+    unique = set(ids)
+    issues += more
+    issues += check_count(ln, ids, rows.n_ids)
+    issues += check_repeats(ln, ids, unique)
+    issues += check_ids(ln, ids, unique, rows.cite_set, rows.test_set)
+    if gid_ok:
+        rows.gids.append(gid)
+        rows.ranked.append(ids)
+    return issues
+
+
+def check_rows(lines: list[str], first_data: int, rows: _Rows, report: ValidationReport) -> None:
+    """Run :func:`check_row` on every data line (blank lines are warnings), adding to ``report``."""
+    add = report.add
+    for idx in range(first_data, len(lines)):
+        ln = idx + 1
+        raw = lines[idx]
+        if not raw.strip():
+            add(ln, "blank_line", f"line {ln}: blank line (ignored)", "warning")
+            continue
+        report.n_rows += 1
+        for issue in check_row(rows, ln, raw):
+            add(*issue)
+
+
+# ----------------------------------------------------------------------------------------
 # The validator
 # ----------------------------------------------------------------------------------------
 def validate_submission(
@@ -305,7 +500,8 @@ def validate_submission(
     ``source`` is a path, raw ``bytes``, a binary or text file object, a pandas DataFrame
     (``gid``, ``cite_gid`` as a space-separated string or a list) or a ``{gid: [ids]}`` dict.
     Without ``test_gids`` / ``cite_gids`` only the format is checked. Never raises on a bad
-    file; raises only on a wrong call.
+    file; raises only on a wrong call. The checks run in this order: reading, encoding,
+    header, every row, completeness.
     """
     test_list = [str(g) for g in test_gids] if test_gids is not None else None
     test_set = set(test_list) if test_list is not None else None
@@ -318,139 +514,22 @@ def validate_submission(
     data = _read_source(source, max_bytes, report)
     if data is None:
         return report
-    text = _decode(data, report)
+    issues, text = check_encoding(data)
+    for issue in issues:
+        report.add(*issue)
     if text is None:
         return report
-
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-
-    # -- header ---------------------------------------------------------------------------
-    header = _split_fields(lines[0])
-    first_data = 1
-    cleaned = [h.strip().lstrip("\ufeff") for h in header]
-    if tuple(header) != HEADER:
-        looks_like_data = bool(header) and header[0].strip().isdigit()
-        if looks_like_data:
-            report.add(1, "header", "line 1: the header 'gid,cite_gid' is missing (line 1 holds data)")
-            first_data = 0
-        elif tuple(c.lower() for c in cleaned) == HEADER:
-            report.add(1, "header", f"line 1: header must be exactly 'gid,cite_gid' (found {_show(lines[0], 60)}: "
-                       "check capitals and spaces)")
-        elif len(header) == 1 and ("\t" in lines[0] or ";" in lines[0]):
-            sep = "a tab" if "\t" in lines[0] else "';'"
-            report.add(1, "header", f"line 1: columns must be separated by a comma, found {sep}; "
-                       "the header must be exactly 'gid,cite_gid'")
-        else:
-            report.add(1, "header", f"line 1: header must be exactly 'gid,cite_gid' (found {_show(lines[0], 60)})")
-
-    # -- rows -----------------------------------------------------------------------------
+    lines = split_lines(text)
+    issues, first_data = check_header(lines[0])
+    for issue in issues:
+        report.add(*issue)
     # Whole-text scans (fast, in C) decide which per-line checks are needed at all.
-    any_control = bool(_CONTROL.search(text))
-    any_odd_separator = bool(_BAD_SEPARATOR.search(text)) or '"' in text
-    first_seen: dict[str, int] = {}
-    gids: list[str] = []
-    ranked: list[list[str]] = []
-    for idx in range(first_data, len(lines)):
-        ln = idx + 1
-        raw = lines[idx]
-        if not raw.strip():
-            report.add(ln, "blank_line", f"line {ln}: blank line (ignored)", "warning")
-            continue
-        report.n_rows += 1
-        if any_control and _CONTROL.search(raw):
-            report.add(ln, "control_chars", f"line {ln}: contains control characters (binary junk?)")
-            continue
-        fields = _split_fields(raw)
-        if len(fields) != 2:
-            if len(fields) == 1:
-                if "\t" in raw or ";" in raw:
-                    sep = "a tab" if "\t" in raw else "';'"
-                    msg = f"line {ln}: columns must be separated by a comma, found {sep}"
-                else:
-                    msg = f"line {ln}: 1 column, expected 2 (gid,cite_gid)"
-            elif len(fields) == n_ids + 1:
-                msg = (f"line {ln}: {len(fields)} columns; put the {n_ids} ids in one cite_gid column "
-                       "separated by single spaces, not commas")
-            else:
-                msg = f"line {ln}: {len(fields)} columns, expected 2 (gid,cite_gid)"
-            report.add(ln, "columns", msg)
-            continue
-
-        gid_raw, cite_raw = fields
-        gid = gid_raw.strip()
-        if gid != gid_raw:
-            report.add(ln, "gid_spaces", f"line {ln}: gid {_show(gid_raw)} has spaces around it")
-        gid_ok = True
-        if not gid:
-            report.add(ln, "gid_empty", f"line {ln}: gid is empty")
-            gid_ok = False
-        elif gid in first_seen:
-            report.add(ln, "duplicate_gid", f"line {ln}: gid {_show(gid)} appears again (first on line {first_seen[gid]})")
-            gid_ok = False
-        elif test_set is not None and gid not in test_set:
-            report.add(ln, "unknown_gid", f"line {ln}: gid {_show(gid)} is not a test query in test.csv"
-                       + _gid_hint(gid, test_set))
-            gid_ok = False
-        if gid and gid not in first_seen:
-            first_seen[gid] = ln
-
-        # separators inside cite_gid
-        if any_odd_separator and _BAD_SEPARATOR.search(cite_raw):
-            bad_sep = sorted({c for c in cite_raw.strip(" ") if _BAD_SEPARATOR.match(c)})
-            shown = ", ".join(_SEPARATOR_NAMES.get(c, repr(c)) for c in bad_sep)
-            report.add(ln, "separator", f"line {ln}: separate the ids in cite_gid with single spaces (found {shown})")
-            ids = [t for t in _ID_SEPARATORS.split(cite_raw.strip()) if t]
-        else:
-            if cite_raw.startswith(" ") or cite_raw.endswith(" "):
-                report.add(ln, "separator", f"line {ln}: cite_gid has spaces at its start or end")
-            elif "  " in cite_raw:
-                report.add(ln, "separator", f"line {ln}: ids in cite_gid are separated by more than one space")
-            ids = cite_raw.split()
-        if len(ids) != n_ids:
-            if not ids:
-                report.add(ln, "wrong_count", f"line {ln}: cite_gid is empty, expected exactly {n_ids} ids")
-            else:
-                report.add(ln, "wrong_count", f"line {ln}: {_plural(len(ids), 'id')}, expected exactly {n_ids}")
-        unique = set(ids)
-        if len(unique) != len(ids):
-            seen: set[str] = set()
-            repeated = []
-            for t in ids:
-                if t in seen and t not in repeated:
-                    repeated.append(t)
-                seen.add(t)
-            shown = ", ".join(f"{_show(t)} x{ids.count(t)}" for t in repeated[:3])
-            more = f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
-            report.add(ln, "repeated_id", f"line {ln}: repeated ids in cite_gid: {shown}{more} (ids must be unique)")
-        if cite_set is not None and not unique <= cite_set:
-            unknown = [t for t in dict.fromkeys(ids) if t not in cite_set]
-            shown = ", ".join(_show(t) for t in unknown[:3])
-            more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
-            hint = ""
-            if test_set is not None and any(t in test_set for t in unknown):
-                hint = " (some are query gids from test.csv, not cite gids)"
-            else:
-                numeric = [t for t in unknown if _gid_hint(t, cite_set)]
-                if numeric:
-                    hint = " (ids were converted to numbers: keep gids as strings)"
-            report.add(ln, "unknown_cite",
-                       f"line {ln}: {_plural(len(unknown), 'id')} not in cite_v2.csv: {shown}{more}{hint}")
-        if gid_ok:
-            gids.append(gid)
-            ranked.append(ids)
-
-    if report.n_rows == 0 and not report.errors:
-        report.add(None, "no_rows", "file has a header but no rows")
-    if test_list is not None:
-        missing = [g for g in test_list if g not in first_seen]
-        if missing:
-            shown = ", ".join(missing[:SHOW_PER_KIND])
-            more = f", ... ({len(missing) - SHOW_PER_KIND:,} more)" if len(missing) > SHOW_PER_KIND else ""
-            report.add(None, "missing_gid",
-                       f"{_plural(len(missing), 'test gid')} of {len(test_list):,} missing: {shown}{more}")
-    report.gids, report.ranked = gids, ranked
+    rows = _Rows(test_set, cite_set, n_ids, any_control=bool(_CONTROL.search(text)),
+                 any_odd_separator=bool(_BAD_SEPARATOR.search(text)) or '"' in text)
+    check_rows(lines, first_data, rows, report)
+    for issue in check_complete(report.n_rows, bool(report.errors), test_list, rows.first_seen):
+        report.add(*issue)
+    report.gids, report.ranked = rows.gids, rows.ranked
     return report
 
 

@@ -1,0 +1,53 @@
+"""The leaderboard's exceptions: every message is safe to show to a participant."""
+
+from __future__ import annotations
+
+from tmr_lib.submission import ValidationReport
+
+
+class LeaderboardError(Exception):
+    """A refusal or a problem whose message is safe to show to a participant."""
+
+
+class InvalidSubmission(LeaderboardError):
+    """The file failed validation; ``.report`` lists every problem (no quota used)."""
+
+    def __init__(self, report: ValidationReport):
+        self.report = report
+        super().__init__(report.format())
+
+
+class QuotaExceeded(LeaderboardError):
+    pass
+
+
+class SubmissionsClosed(LeaderboardError):
+    pass
+
+
+class AuthError(LeaderboardError):
+    pass
+
+
+class DatabaseBusy(LeaderboardError):
+    """Another process held the database's write lock for longer than the configured wait.
+
+    Nothing was recorded and no quota was used; trying again later is safe.
+    """
+
+    def __init__(self, wait_s: float):
+        self.wait_s = wait_s
+        self.retry_after = max(5, int(round(wait_s)) or 5)
+        super().__init__(
+            f"the leaderboard database is busy: another process held its write lock for more than "
+            f"{wait_s:g} s. Nothing was recorded and no quota was used; try again in a minute "
+            "(host: look for a stuck process or an open sqlite3 shell; `--wait SECONDS` or "
+            "$TMR_LEADERBOARD_WAIT waits longer)")
+
+
+class TooManyRejections(LeaderboardError):
+    """The team's rejected files hit the host's limit for the window; ``retry_after`` in seconds."""
+
+    def __init__(self, message: str, retry_after: int):
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message)

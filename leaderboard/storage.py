@@ -1,0 +1,309 @@
+"""Storage: the SQLite database (schema, append-only triggers, transactions), the archive of
+accepted files and the human-readable ``log.jsonl``.
+
+Layout of a competition directory::
+
+    leaderboard.sqlite3   settings, queries + answers + split, cites, teams, submissions,
+                          scores, selections and the append-only event log
+    archive/<sha256>.csv  every accepted file, read-only, named by its hash
+    log.jsonl             a human-readable copy of the event log (one JSON object a line)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import DatabaseBusy
+
+try:  # POSIX: serialise appends to log.jsonl between processes
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: appends are still O_APPEND, one write each
+    fcntl = None
+
+DB_NAME = "leaderboard.sqlite3"
+LOG_NAME = "log.jsonl"
+ARCHIVE = "archive"
+DEFAULT_ROOT = "competitions"
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE queries (
+    pos INTEGER PRIMARY KEY, gid TEXT NOT NULL UNIQUE,
+    split TEXT NOT NULL CHECK (split IN ('public', 'private')),
+    category INTEGER NOT NULL, answer TEXT NOT NULL);
+CREATE TABLE cites (gid TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE teams (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, name_key TEXT NOT NULL UNIQUE,
+    token_hash TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE submissions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, team_id INTEGER NOT NULL REFERENCES teams(id),
+    submitted_at TEXT NOT NULL, quota_day TEXT NOT NULL, filename TEXT NOT NULL,
+    note TEXT NOT NULL, sha256 TEXT NOT NULL, n_bytes INTEGER NOT NULL, n_rows INTEGER NOT NULL,
+    archive TEXT NOT NULL, via TEXT NOT NULL);
+CREATE INDEX submissions_team_day ON submissions(team_id, quota_day);
+CREATE TABLE scores (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    submission_id INTEGER NOT NULL REFERENCES submissions(id), run INTEGER NOT NULL,
+    scored_at TEXT NOT NULL, public_recall REAL, public_mrr REAL,
+    private_recall REAL, private_mrr REAL, detail TEXT NOT NULL,
+    UNIQUE (submission_id, run));
+CREATE TABLE selections (
+    team_id INTEGER NOT NULL REFERENCES teams(id),
+    submission_id INTEGER NOT NULL REFERENCES submissions(id),
+    PRIMARY KEY (team_id, submission_id));
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, team TEXT, submission_id INTEGER, detail TEXT NOT NULL);
+"""
+APPEND_ONLY = ("queries", "cites", "submissions", "scores", "events")
+
+
+def append_only_triggers() -> str:
+    out = []
+    for table in APPEND_ONLY:
+        for op in ("UPDATE", "DELETE"):
+            out.append(
+                f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END;"
+            )
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------
+# the database
+# ----------------------------------------------------------------------------------------
+#: Seconds a write waits for another process's write lock before giving up (DatabaseBusy).
+DEFAULT_WAIT = 60.0
+
+
+def default_wait() -> float:
+    """$TMR_LEADERBOARD_WAIT (seconds) when set and valid, else :data:`DEFAULT_WAIT`."""
+    try:
+        value = float(os.environ.get("TMR_LEADERBOARD_WAIT", ""))
+    except ValueError:
+        return DEFAULT_WAIT
+    return value if value >= 0 else DEFAULT_WAIT
+
+
+def is_busy_error(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc))
+
+
+def connect(path: Path, wait_s: float | None = None) -> sqlite3.Connection:
+    wait_s = default_wait() if wait_s is None else wait_s
+    con = sqlite3.connect(str(path), timeout=wait_s, isolation_level=None, check_same_thread=False)
+    con.row_factory = sqlite3.Row
+    con.execute(f"PRAGMA busy_timeout = {int(wait_s * 1000)}")
+    con.execute("PRAGMA foreign_keys = ON")
+    con.execute("PRAGMA synchronous = FULL")
+    return con
+
+
+@contextmanager
+def write_transaction(con: sqlite3.Connection, wait_s: float = DEFAULT_WAIT) -> Iterator[sqlite3.Connection]:
+    """One serialised write transaction (BEGIN IMMEDIATE takes the write lock up front).
+
+    A lock held elsewhere for longer than the connection's busy timeout raises
+    :class:`DatabaseBusy` before anything is written.
+    """
+    try:
+        con.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if is_busy_error(exc):
+            raise DatabaseBusy(wait_s) from None
+        raise
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    else:
+        con.execute("COMMIT")
+
+
+def create_database(path: Path, meta: dict[str, str], queries: Iterable[tuple], cites: Iterable[str]) -> None:
+    """A new database file at ``path``: schema, triggers, settings, queries and cites."""
+    con = connect(path)
+    try:
+        con.execute("PRAGMA journal_mode = WAL")
+        con.executescript(SCHEMA + append_only_triggers())
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+        con.executemany("INSERT INTO queries VALUES (?, ?, ?, ?, ?)", queries)
+        con.executemany("INSERT INTO cites VALUES (?)", ((c,) for c in cites))
+        con.execute("COMMIT")
+    finally:
+        con.close()
+
+
+def read_meta(con: sqlite3.Connection) -> dict[str, str]:
+    return {r["key"]: r["value"] for r in con.execute("SELECT key, value FROM meta")}
+
+
+def set_meta(con: sqlite3.Connection, key: str, value: str) -> None:
+    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+
+def insert_score(con: sqlite3.Connection, sid: int, run: int, scored_at: str, public: dict[str, Any] | None,
+                 private: dict[str, Any] | None, detail: dict[str, Any]) -> None:
+    pub, priv = public or {}, private or {}
+    con.execute(
+        "INSERT INTO scores (submission_id, run, scored_at, public_recall, public_mrr, private_recall,"
+        " private_mrr, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (sid, run, scored_at, pub.get("recall20"), pub.get("mrr"), priv.get("recall20"),
+         priv.get("mrr"), json.dumps(detail)),
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# events and the log
+# ----------------------------------------------------------------------------------------
+def insert_event(con: sqlite3.Connection, ev: dict[str, Any]) -> None:
+    con.execute(
+        "INSERT INTO events (at, actor, action, team, submission_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        (ev["at"], ev["actor"], ev["action"], ev["team"], ev["submission_id"],
+         json.dumps(ev["detail"], ensure_ascii=False)),
+    )
+
+
+LOCK_NAME = ".log.lock"
+
+
+def event_line(row: sqlite3.Row | dict[str, Any]) -> str:
+    """The log.jsonl line of one events row (``id`` first, ``detail`` as an object)."""
+    detail = row["detail"]
+    ev = {"id": row["id"], "at": row["at"], "actor": row["actor"], "action": row["action"], "team": row["team"],
+          "submission_id": row["submission_id"],
+          "detail": json.loads(detail) if isinstance(detail, str) else detail}
+    return json.dumps(ev, ensure_ascii=False) + "\n"
+
+
+@contextmanager
+def log_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock on the log (a separate lock file, so it survives a rewrite of the log)."""
+    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def last_logged_id(path: Path) -> int:
+    """The highest event id in log.jsonl (0 when empty or absent); reads the tail when it can."""
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 65536))
+        tail = fh.read().split(b"\n")
+    for line in reversed(tail if size <= 65536 else tail[1:]):
+        try:
+            return int(json.loads(line)["id"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    best = 0  # no readable line in the tail: scan the whole file
+    with open(path, "rb") as fh:
+        for line in fh:
+            try:
+                best = max(best, int(json.loads(line)["id"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return best
+
+
+def sync_log(con: sqlite3.Connection, directory: Path) -> int:
+    """Append to log.jsonl every committed event it does not hold yet; returns how many.
+
+    log.jsonl is a copy of the events table, so an event committed just before a crash is
+    written by the next sync (every write syncs) or by ``verify --repair``: no line is lost
+    for good, and ``verify`` reports any line missing in the meantime.
+    """
+    path = directory / LOG_NAME
+    with log_lock(directory):
+        last = last_logged_id(path)
+        rows = con.execute("SELECT * FROM events WHERE id > ? ORDER BY id", (last,)).fetchall()
+        if not rows:
+            return 0
+        data = "".join(event_line(r) for r in rows).encode("utf-8")
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.lseek(fd, size - 1, os.SEEK_SET) >= 0 and os.read(fd, 1) != b"\n":
+                data = b"\n" + data  # a line cut by a crash stays visible to verify, alone on its line
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    return len(rows)
+
+
+def rewrite_log(con: sqlite3.Connection, directory: Path, keep_as: Path | None = None) -> int:
+    """Write log.jsonl afresh from the events table (atomically); the old file moves to ``keep_as``."""
+    path = directory / LOG_NAME
+    with log_lock(directory):
+        rows = con.execute("SELECT * FROM events ORDER BY id").fetchall()
+        fd, tmp = tempfile.mkstemp(prefix=".log.", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.writelines(event_line(r) for r in rows)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            if keep_as is not None and path.exists():
+                keep_as.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, keep_as)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    return len(rows)
+
+
+def read_events(con: sqlite3.Connection, limit: int | None = None) -> list[dict[str, Any]]:
+    q = "SELECT * FROM events ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
+    rows = [dict(r) for r in con.execute(q)]
+    for r in rows:
+        r["detail"] = json.loads(r["detail"])
+    return rows[::-1]
+
+
+# ----------------------------------------------------------------------------------------
+# the archive
+# ----------------------------------------------------------------------------------------
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_archive(data: bytes, dest: Path) -> None:
+    """``data`` to ``dest`` (read-only) via a temporary file, fsync and a rename."""
+    if dest.exists() and sha256_file(dest) == dest.stem:
+        return
+    fd, tmp = tempfile.mkstemp(prefix=".incoming.", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
