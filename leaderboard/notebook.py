@@ -30,6 +30,8 @@ def _payload(df_or_path: Any) -> tuple[Any, str]:
         return df_or_path, Path(df_or_path).name
     if isinstance(df_or_path, (bytes, bytearray)):
         return bytes(df_or_path), "submission.csv"
+    if hasattr(df_or_path, "as_dict") and hasattr(df_or_path, "ranked"):  # a tmr_lib.retrieval.Retrieval
+        return submission_bytes(df_or_path.as_dict()), f"{df_or_path.name or 'retrieval'}.csv".replace(" ", "_")
     return submission_bytes(df_or_path), "submission.csv"  # DataFrame or {gid: ids}
 
 

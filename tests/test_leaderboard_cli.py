@@ -124,6 +124,11 @@ def test_notebook_helpers(tmp_path, capsys):
     assert res.accepted and "Accepted: submission #1" in capsys.readouterr().out
     res = leaderboard.submit(ranked, token=tokens["alpha"], competition=comp, verbose=False)  # dict + token
     assert res.submission_id == 2
+    from tmr_lib.retrieval import Retrieval
+
+    r = Retrieval.from_ranked(ranked, name="fold 0")  # what the notebooks hold: a Retrieval
+    assert leaderboard.check(r, comp, verbose=False).ok
+    assert leaderboard.submit(r, team="alpha", competition=comp, verbose=False).submission_id == 3
     table = leaderboard.show(comp)
     assert table.loc[1, "team"] == "alpha" and table.loc[1, "recall20"] == "1.0000"
     comp.add_team("<b>bold</b>")
