@@ -18,7 +18,7 @@ from .core import (
     short_time,
 )
 from .scorer import fmt
-from .storage import default_wait, is_busy_error
+from .storage import DB_NAME, default_wait, exposed_to_others, is_busy_error
 
 #: Exit codes: each means one thing (also in the --help epilog and leaderboard/README.md).
 EXIT_OK, EXIT_REJECTED, EXIT_REFUSED, EXIT_BUSY, EXIT_PROBLEMS = 0, 1, 2, 3, 4
@@ -119,7 +119,19 @@ def cmd_init(a: argparse.Namespace) -> int:
     for who, tok in tokens.items():
         print(f"  {'HOST' if who == 'host' else who}: {tok}")
     print(f"Keep {comp.path} private: it holds the answers.")
+    _warn_exposed(comp, Path(a.host_dir))
     return 0
+
+
+def _warn_exposed(comp: Competition, host_dir: Path | None = None) -> None:
+    """Warn (stderr) when the host folder or the competition folder is readable by other users."""
+    if host_dir is None:
+        src = comp.meta().get("source_host_dir")
+        host_dir = Path(src) if src else None
+    for folder, files in ((host_dir, ("answers.csv",)), (comp.path, (DB_NAME, "log.jsonl"))):
+        why = exposed_to_others(folder, files) if folder is not None else ""
+        if why:
+            print(f"warning: {why}", file=sys.stderr)
 
 
 def cmd_add_team(a):
@@ -245,6 +257,7 @@ def cmd_export(a):
 def cmd_serve(a):
     comp = find_competition(a.dir, wait=a.wait)
     path = comp.path
+    _warn_exposed(comp)
     comp.close_db()
     from .web import serve
 

@@ -307,3 +307,26 @@ def write_archive(data: bytes, dest: Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+# ----------------------------------------------------------------------------------------
+# permissions
+# ----------------------------------------------------------------------------------------
+def exposed_to_others(folder: Path, secret_files: Iterable[str] = ()) -> str:
+    """Why other users of this machine can read ``folder``'s secrets ("" when they cannot; POSIX only).
+
+    They can when the folder lets group/others in (x bit) and it, or one of ``secret_files``,
+    is readable by them.
+    """
+    if os.name != "posix" or not Path(folder).is_dir():
+        return ""
+    mode = Path(folder).stat().st_mode & 0o777
+    if not mode & 0o011:
+        return ""
+    readable = [n for n in secret_files if (Path(folder) / n).is_file()
+                and (Path(folder) / n).stat().st_mode & 0o044]
+    if readable or mode & 0o044:
+        what = ", ".join(readable) or "its file list"
+        return (f"{folder} is readable by other users of this machine (folder mode {mode:o}; {what}); "
+                f"it holds the answers: run `chmod -R go-rwx {folder}`")
+    return ""

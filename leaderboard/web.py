@@ -27,6 +27,7 @@ from .core import (
     LeaderboardError,
 )
 from .render import board_csv, render
+from .rules import MAX_NOTE
 from .storage import is_busy_error
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
@@ -277,6 +278,9 @@ def _error_handlers(app: Flask, site: _Site) -> None:
     def too_large(exc):
         limit = app.config["MAX_CONTENT_LENGTH"] / 1048576
         msg = f"file too large: the limit is {limit:.0f} MB (nothing was scored, no quota used)"
+        if (request.content_length or 0) <= app.config["MAX_CONTENT_LENGTH"]:  # the whole request fits: a field did not
+            msg = (f"a form field is too large (the note is at most {MAX_NOTE} characters; the file itself may be "
+                   f"up to {limit:.0f} MB): nothing was scored, no quota used")
         try:  # recorded like any rejection (the team is known only from a Bearer token: the form is unread)
             site.comp().log_too_large(site.bearer(), request.content_length)
         except DatabaseBusy:

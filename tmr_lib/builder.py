@@ -385,7 +385,15 @@ def build_competition(
         plt.close(contact_sheet(out, host / "contact_sheet.png"))  # saved, not shown in a notebook
     except Exception as e:  # noqa: BLE001 - a picture must never fail a finished build
         print(f"warning: contact sheet not drawn: {e}", file=sys.stderr)
+    owner_only(host)
     return out, host
+
+
+def owner_only(folder: Path) -> None:
+    """Make the host folder (it holds the answers) private: folder 700, files 600 (POSIX)."""
+    os.chmod(folder, 0o700)
+    for p in Path(folder).rglob("*"):
+        os.chmod(p, 0o700 if p.is_dir() else 0o600)
 
 
 def _write_host_files(tmp_host: Path, out: Path, host: Path, spec, seed: int, plan, report: dict) -> None:

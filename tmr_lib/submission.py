@@ -237,6 +237,17 @@ def _read_source(source: Any, max_bytes: int, report: ValidationReport) -> bytes
     return data
 
 
+def _looks_utf16(data: bytes) -> bool:
+    """Text in UTF-16 without a BOM: NUL bytes in (nearly) every other position of the start."""
+    head = data[:4096]
+    if len(head) < 4:
+        return False
+    for zeros in (head[1::2], head[0::2]):  # little-endian, big-endian ASCII text
+        if zeros.count(0) >= 0.9 * len(zeros):
+            return True
+    return False
+
+
 def check_encoding(data: bytes) -> tuple[list[Issue], str | None]:
     """Problems with the bytes as text (empty, compressed, UTF-16, NUL bytes, not UTF-8) and the text.
 
@@ -256,6 +267,10 @@ def check_encoding(data: bytes) -> tuple[list[Issue], str | None]:
                        "warning"))
         data = data[3:]
     nul = data.find(b"\x00")
+    if nul >= 0 and _looks_utf16(data):
+        issues.append((None, "encoding", "file is UTF-16 encoded (without a byte-order mark): save it as UTF-8 "
+                                         "(CSV UTF-8)"))
+        return issues, None
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
         issues.append((line, "binary",
@@ -283,8 +298,18 @@ def _split_fields(line: str) -> list[str]:
         return line.split(",")
 
 
+_SCIENTIFIC = re.compile(r"[+-]?\d+(\.\d+)?[eE][+-]?\d+")
+SCIENTIFIC_HINT = (" (a spreadsheet wrote the id in scientific notation and lost digits: format the "
+                   "column as text before saving, or write the file from code)")
+FULL_WIDTH_HINT = " (the id has full-width digits: write gids with ASCII digits 0-9)"
+
+
 def _gid_hint(gid: str, test_set: Collection[str]) -> str:
     """Why an unknown gid might be unknown (ids converted to numbers are the usual cause)."""
+    if any(c.isdigit() and not c.isascii() for c in gid):
+        return FULL_WIDTH_HINT
+    if _SCIENTIFIC.fullmatch(gid):
+        return SCIENTIFIC_HINT
     try:
         as_float = float(gid)
     except ValueError:
@@ -313,7 +338,10 @@ def check_header(first_line: str) -> tuple[list[Issue], int]:
     cleaned = [h.strip().lstrip("\ufeff") for h in header]
     if bool(header) and header[0].strip().isdigit():
         return [(1, "header", "line 1: the header 'gid,cite_gid' is missing (line 1 holds data)")], 0
-    if tuple(c.lower() for c in cleaned) == HEADER:
+    if tuple(cleaned) == HEADER + ("",):
+        msg = (f"line 1: header must be exactly 'gid,cite_gid' (found {_show(first_line, 60)}: "
+               "remove the trailing comma; a spreadsheet adds one for an empty column)")
+    elif tuple(c.lower() for c in cleaned) == HEADER:
         msg = (f"line 1: header must be exactly 'gid,cite_gid' (found {_show(first_line, 60)}: "
                "check capitals and spaces)")
     elif len(header) == 1 and ("\t" in first_line or ";" in first_line):
@@ -334,6 +362,8 @@ def check_columns(ln: int, raw: str, fields: list[str], n_ids: int) -> list[Issu
             msg = f"line {ln}: columns must be separated by a comma, found {sep}"
         else:
             msg = f"line {ln}: 1 column, expected 2 (gid,cite_gid)"
+    elif len(fields) == 3 and not fields[2].strip():
+        msg = f"line {ln}: 3 columns, expected 2 (gid,cite_gid): remove the trailing comma at the end of the line"
     elif len(fields) == n_ids + 1:
         msg = (f"line {ln}: {len(fields)} columns; put the {n_ids} ids in one cite_gid column "
                "separated by single spaces, not commas")
@@ -409,24 +439,36 @@ def check_ids(ln: int, ids: list[str], unique: set[str], cite_set: Collection[st
     hint = ""
     if test_set is not None and any(t in test_set for t in unknown):
         hint = " (some are query gids from test.csv, not cite gids)"
+    elif any(_gid_hint(t, cite_set) == FULL_WIDTH_HINT for t in unknown):
+        hint = " (some ids have full-width digits: write gids with ASCII digits 0-9)"
+    elif any(_SCIENTIFIC.fullmatch(t) for t in unknown):
+        hint = SCIENTIFIC_HINT.replace("the id", "ids")
     elif any(_gid_hint(t, cite_set) for t in unknown):
         hint = " (ids were converted to numbers: keep gids as strings)"
     return [(ln, "unknown_cite", f"line {ln}: {_plural(len(unknown), 'id')} not in cite_v2.csv: {shown}{more}{hint}")]
 
 
 def check_complete(n_rows: int, has_errors: bool, test_list: list[str] | None,
-                   first_seen: dict[str, int]) -> list[Issue]:
-    """Whole-file problems found after the rows: no rows at all, test gids never seen."""
+                   first_seen: dict[str, int], n_unreadable: int = 0) -> list[Issue]:
+    """Whole-file problems found after the rows: no rows at all, test gids never seen.
+
+    When no row could be read at all (wrong columns, quotes, control characters on every
+    line) the missing gids are not listed: that would only repeat the same problem.
+    """
     issues: list[Issue] = []
     if n_rows == 0 and not has_errors:
         issues.append((None, "no_rows", "file has a header but no rows"))
+    if n_rows and n_unreadable >= n_rows:
+        return issues
     if test_list is not None:
         missing = [g for g in test_list if g not in first_seen]
         if missing:
             shown = ", ".join(missing[:SHOW_PER_KIND])
             more = f", ... ({len(missing) - SHOW_PER_KIND:,} more)" if len(missing) > SHOW_PER_KIND else ""
+            why = (f" ({_plural(n_unreadable, 'line')} could not be read: fix those first)"
+                   if n_unreadable else "")
             issues.append((None, "missing_gid",
-                           f"{_plural(len(missing), 'test gid')} of {len(test_list):,} missing: {shown}{more}"))
+                           f"{_plural(len(missing), 'test gid')} of {len(test_list):,} missing: {shown}{more}{why}"))
     return issues
 
 
@@ -440,6 +482,7 @@ class _Rows:
     any_control: bool
     any_odd_separator: bool
     first_seen: dict[str, int] = field(default_factory=dict)
+    n_unreadable: int = 0
     gids: list[str] = field(default_factory=list)
     ranked: list[list[str]] = field(default_factory=list)
 
@@ -448,6 +491,9 @@ def check_row(rows: _Rows, ln: int, raw: str) -> list[Issue]:
     """Every problem of one non-blank data line, in the order they are reported."""
     if rows.any_control and _CONTROL.search(raw):
         return [(ln, "control_chars", f"line {ln}: contains control characters (binary junk?)")]
+    if '"' in raw and raw.count('"') % 2:
+        return [(ln, "quote", f"line {ln}: unbalanced quote character (\") : the line cannot be read; "
+                              "remove the quotes (gids need none)")]
     fields = _split_fields(raw)
     issues = check_columns(ln, raw, fields, rows.n_ids)
     if issues:
@@ -469,6 +515,9 @@ def check_row(rows: _Rows, ln: int, raw: str) -> list[Issue]:
     return issues
 
 
+_UNREADABLE = ("control_chars", "quote", "columns")
+
+
 def check_rows(lines: list[str], first_data: int, rows: _Rows, report: ValidationReport) -> None:
     """Run :func:`check_row` on every data line (blank lines are warnings), adding to ``report``."""
     add = report.add
@@ -479,7 +528,10 @@ def check_rows(lines: list[str], first_data: int, rows: _Rows, report: Validatio
             add(ln, "blank_line", f"line {ln}: blank line (ignored)", "warning")
             continue
         report.n_rows += 1
-        for issue in check_row(rows, ln, raw):
+        issues = check_row(rows, ln, raw)
+        if issues and issues[0][1] in _UNREADABLE:
+            rows.n_unreadable += 1
+        for issue in issues:
             add(*issue)
 
 
@@ -520,6 +572,9 @@ def validate_submission(
     if text is None:
         return report
     lines = split_lines(text)
+    if not lines:  # only a byte-order mark
+        report.add(None, "empty", "file is empty: expected the header 'gid,cite_gid' and one row per test gid")
+        return report
     issues, first_data = check_header(lines[0])
     for issue in issues:
         report.add(*issue)
@@ -527,7 +582,7 @@ def validate_submission(
     rows = _Rows(test_set, cite_set, n_ids, any_control=bool(_CONTROL.search(text)),
                  any_odd_separator=bool(_BAD_SEPARATOR.search(text)) or '"' in text)
     check_rows(lines, first_data, rows, report)
-    for issue in check_complete(report.n_rows, bool(report.errors), test_list, rows.first_seen):
+    for issue in check_complete(report.n_rows, bool(report.errors), test_list, rows.first_seen, rows.n_unreadable):
         report.add(*issue)
     report.gids, report.ranked = rows.gids, rows.ranked
     return report
