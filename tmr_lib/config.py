@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Config", "PRESETS", "get_config", "preset_names", "DEFAULT_PRESET", "DATASET_SIZES"]
+__all__ = ["Config", "PRESETS", "METHODS", "get_config", "preset_names", "DEFAULT_PRESET", "DATASET_SIZES"]
 
 #: dataset sizes (``tmr data build --size``; tmr_lib.builder.BUILD_PRESETS): a different word from a
 #: recipe (ci / cpu / gpu); each recipe names its size in ``Config.dataset``.
@@ -70,7 +70,7 @@ class Config:
     extra_cite_pairs: int = 0  #: unannotated cites per epoch used as (weak, strong) self-pairs
     #: "2nd-place" (weak/strong torchvision pipelines) or "marks" (the pretraining views of
     #: ``tmr pretrain``, so fine-tuning keeps teaching what the checkpoint learned)
-    augment: str = "2nd-place"
+    augment: str = "kit"
     aug_extra: tuple[str, ...] = ()  #: additions to the 2nd-place augmentations: "rot90", "invert"
     n_folds: int = 5
     folds: tuple[int, ...] = (0,)  #: which folds to train (one model each; embeddings averaged)
@@ -88,18 +88,47 @@ class Config:
     # -- search and post-processing ----------------------------------------------------------
     index: str = "flat"  #: "flat", "hnsw", "ivf" or any faiss index_factory string
     k: int = 20
+    #: fold means and the backbone concat re-normalised (kit) or left as they are (2nd place)
+    ensemble_normalize: bool = True
+    search_metric: str = "ip"  #: "ip": inner product on unit vectors (kit); "l2": Euclidean kNN (2nd place)
     postprocess: bool = True
-    pp_keep: int = 15  #: 2nd place: keep the top 15, then the nearest train query's cites
+    pp_keep: int = 15  #: kit: keep the top 15 always, then the nearest train query's cites
+    pp_recipe: str = "kit"  #: "2nd-place": keep 16 - n for a group of n cites, one re-search per cite
+
+    # -- method switches: the kit's choice or the 2nd place's (docs/second-place.md) -----------
+    #: which bundle of the switches below this config started from: "kit" or "2nd-place";
+    #: ``replace(method=...)`` / ``get_config(..., method=...)`` sets them together (METHODS)
+    method: str = "kit"
+    head_bn: bool = True  #: BatchNorm1d after the FC (2nd place: on Swin, not on ConvNeXt)
+    head_bias: bool = True  #: FC with a bias; False: no bias, xavier-normal init (2nd place, both backbones)
+    #: "step": warm-up then cosine every step to 1 % (kit); "epoch": cosine stepped once per epoch to 0,
+    #: no warm-up (the 2nd place's CosineAnnealingWarmRestarts(T_0=epochs))
+    lr_schedule: str = "step"
+    #: "group": group k-fold, no label group on both sides (kit); "stratified": StratifiedKFold on the
+    #: category, groups ignored (2nd place; leaks a group-mate into training for some validation rows)
+    fold_method: str = "group"
+    keep_epoch: str = "best"  #: "best" held-out epoch, start weights as epoch 0 (kit) or "last" (2nd place)
+    labels: str = "union-find"  #: label groups: "union-find" (kit) or "one-pass" (2nd place's sequential pass)
+    trim_fallback: bool = False  #: keep the untrimmed image when the trim leaves a tiny crop (2nd place)
 
     # -- per-backbone overrides ----------------------------------------------------------------
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------------------
     def replace(self, **changes: Any) -> Config:
-        """A copy with some fields changed (unknown names raise a TypeError listing the fields)."""
+        """A copy with some fields changed (unknown names raise a TypeError listing the fields).
+
+        ``method="2nd-place"`` (or ``"kit"``) first sets that method's switches (:data:`METHODS`),
+        then the other changes, so ``replace(method="2nd-place", xbm_start_epoch=1)`` works."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise TypeError(f"unknown config field(s) {sorted(unknown)}; fields: {', '.join(self.field_names())}")
+        if "method" in changes:
+            method = changes["method"]
+            if method not in METHODS:
+                raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+            changes = {**METHODS[method], **changes}
+        _check_choices(changes)
         changes = {k: _coerce(self, k, v) for k, v in changes.items()}
         return dataclasses.replace(self, **changes)
 
@@ -136,6 +165,44 @@ class Config:
                 continue
             lines.append(f"  {f.name:18s} = {getattr(self, f.name)!r}")
         return "\n".join(lines)
+
+
+#: the allowed values of the method switches (a typo fails at once, not deep inside training)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "augment": ("kit", "2nd-place", "marks"),
+    "lr_schedule": ("step", "epoch"),
+    "fold_method": ("group", "stratified"),
+    "keep_epoch": ("best", "last"),
+    "labels": ("union-find", "one-pass"),
+    "search_metric": ("ip", "l2"),
+    "pp_recipe": ("kit", "2nd-place"),
+}
+
+
+def _check_choices(changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ValueError(f"{key}={value!r} is not one of {', '.join(CHOICES[key])}")
+
+
+#: The two methods: the switches that make a recipe the 2nd place's, step for step, or the kit's.
+#: Scale (backbone, image size, epochs, batch, budget) stays the preset's. Where the kit's choice is
+#: better (group folds, the best epoch, union-find labels) the 2nd-place method keeps it; the
+#: original is one switch away (fold_method="stratified", keep_epoch="last", labels="one-pass").
+#: Every row, with file:line in their code and why: docs/second-place.md.
+METHODS: dict[str, dict[str, Any]] = {
+    "kit": dict(
+        augment="kit", aug_extra=(), crops_per_pair=4, loss="contrastive", xbm_memory=1024, xbm_start_epoch=1,
+        warmup_epochs=1.0, lr_schedule="step", trim_fallback=False,
+        ensemble_normalize=True, search_metric="ip", pp_recipe="kit", pp_keep=15,
+    ),
+    "2nd-place": dict(
+        augment="2nd-place", aug_extra=(), crops_per_pair=4, loss="contrastive", xbm_memory=1024,
+        xbm_start_epoch=0, warmup_epochs=0.0, lr_schedule="epoch", lr=1e-4, weight_decay=1e-2,
+        freeze_bn=False, freeze_layers=0.0, extra_cite_pairs=0, test_scale=0.9, tta_flip=False,
+        trim_fallback=True, ensemble_normalize=False, search_metric="l2", pp_recipe="2nd-place",
+    ),
+}
 
 
 def _coerce(cfg: Config, key: str, value: Any) -> Any:
@@ -207,6 +274,10 @@ PRESETS: dict[str, Config] = {
         max_train_minutes=7,
         embed_batch_size=16,  # on 2 cores small batches stay in cache: 791 img/s at 16, 314 at 256 (RESULTS.md)
     ),
+    # The 2nd-place solution, step for step (method "2nd-place"; docs/second-place.md): their two
+    # backbones at 384 px, 5 folds each, fp16, AdamW 1e-4 / wd 0.01, ContrastiveLoss in
+    # CrossBatchMemory(1024) from the first step, cosine per epoch, their views and pseudo-logo,
+    # their head per backbone, un-normalised ensemble, Euclidean search, post-processing 16 - n.
     "gpu": Config(
         name="gpu",
         dataset="cpu",  # the 2nd-place recipe on the default competition; --data for any other
@@ -221,24 +292,21 @@ PRESETS: dict[str, Config] = {
         epochs=20,
         batch_pairs=8,
         accum_steps=4,
-        lr=1e-4,
-        weight_decay=1e-2,
-        warmup_epochs=1.0,
-        loss="contrastive",
-        xbm_memory=1024,
-        xbm_start_epoch=1,
         n_folds=5,
         folds=(0, 1, 2, 3, 4),
         val_distractors=20000,
         amp=True,
-        tta_flip=False,
         embed_batch_size=64,
         num_workers=8,
         index="flat",
         overrides={
-            "convnext_base.fb_in22k_ft_in1k_384": {"epochs": 10, "batch_pairs": 16, "accum_steps": 1},
+            # Swin-L: FC without bias -> BatchNorm1d (train_swin.py:485-492); 20 epochs, 8 pairs x 4
+            "swin_large_patch4_window12_384.ms_in22k_ft_in1k": {"head_bn": True, "head_bias": False},
+            # ConvNeXt-B: FC without bias, no BatchNorm (train_convnext.py:683-698); 10 epochs, 16 pairs
+            "convnext_base.fb_in22k_ft_in1k_384": {"epochs": 10, "batch_pairs": 16, "accum_steps": 1,
+                                                   "head_bn": False, "head_bias": False},
         },
-    ),
+    ).replace(method="2nd-place"),
 }
 
 

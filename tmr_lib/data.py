@@ -186,6 +186,55 @@ def label_groups(gids, cite_gids) -> np.ndarray:
     return labels
 
 
+def one_pass_labels(gids, cite_gids) -> np.ndarray:
+    """The 2nd place's labels (their preprocess.py:46-70), for showing why union-find is the rule.
+
+    One pass over the rows: a row takes the label already given to its cite (else to its query),
+    otherwise a new label (the row number); ids of queries and cites share one namespace, and
+    label 0 counts as "none" (a falsy test). Not transitive: a query seen before its group was
+    joined keeps an older label. Each row's final label is its query's; renumbered 0.. here.
+    """
+    label_of: dict[str, int] = {}
+    for i, (g, c) in enumerate(zip(map(str, gids), map(str, cite_gids))):
+        label = label_of.get(c) or label_of.get(g)  # the cite's label wins, as in their code
+        label_of[g] = label_of[c] = label if label else i
+    final = [label_of[str(g)] for g in gids]
+    numbering: dict[int, int] = {}
+    return np.asarray([numbering.setdefault(v, len(numbering)) for v in final], dtype=np.int64)
+
+
+def relabel(train: pd.DataFrame, labels: str = "union-find") -> pd.DataFrame:
+    """``train`` with its ``label`` column made by ``labels``: "union-find" (as loaded) or "one-pass"."""
+    if labels == "union-find":
+        return train
+    if labels == "one-pass":
+        return train.assign(label=one_pass_labels(train["gid"], train["cite_gid"]))
+    raise ValueError(f"labels must be 'union-find' or 'one-pass', not {labels!r}")
+
+
+def stratified_kfold(train: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> np.ndarray:
+    """Fold index per train row stratified on the category, groups ignored (the 2nd place's folds,
+    StratifiedKFold(5, shuffle) in their train_convnext.py:909-914). A label group can land on both
+    sides of a split, so a validation query may have a group-mate in training: see
+    :func:`fold_leak`."""
+    from sklearn.model_selection import StratifiedKFold
+
+    if len(train) < n_splits:
+        raise CompetitionError(f"{len(train)} train row(s) cannot be split into {n_splits} folds.")
+    folds = np.empty(len(train), dtype=np.int64)
+    skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    for f, (_, val) in enumerate(skf.split(np.zeros(len(train)), train["category"].to_numpy())):
+        folds[val] = f
+    return folds
+
+
+def fold_leak(train: pd.DataFrame, folds: np.ndarray) -> float:
+    """Share of rows whose label group also has a row in another fold (0 for group k-fold)."""
+    per_label = pd.Series(folds).groupby(train["label"].to_numpy()).nunique()
+    split = set(per_label[per_label > 1].index)
+    return float(np.isin(train["label"].to_numpy(), list(split)).mean()) if len(train) else 0.0
+
+
 def group_kfold(train: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> np.ndarray:
     """Fold index per train row such that no label is split across folds.
 

@@ -81,11 +81,10 @@ def resolve_data(cfg: Config, data: str | os.PathLike | None, host: str | os.Pat
 def _baselines(cfg: Config, comp, store, progress: bool, log: Log) -> list[Retrieval]:
     """Random ids, raw pixels and the untrained encoder (the recipe's starting weights)."""
     from .baselines import pixel_retrieval, random_retrieval
-    from .encoder import build_encoder
+    from .encoder import encoder_from_config
     from .predict import retrieval_for
 
-    untrained, info = build_encoder(cfg.backbones[0], cfg.pretrained, cfg.embed_dim, cfg.pooling,
-                                    cfg.image_size, cfg.seed)
+    untrained, info = encoder_from_config(cfg)
     log(f"[demo] untrained encoder: {info}")
     start = "random init" if info.source == "random" else f"{Path(info.source).name} weights"
     return [random_retrieval(comp.test["gid"], comp.cite["gid"], cfg.k, cfg.seed),

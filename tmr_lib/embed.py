@@ -42,9 +42,10 @@ def default_device() -> torch.device:
 class MarkDataset(Dataset):
     """Image files -> uint8 tensors (3, S, S), trimmed and padded as every stage sees them."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike], size: int):
+    def __init__(self, paths: Sequence[str | os.PathLike], size: int, trim_fallback: bool = False):
         self.paths = [str(p) for p in paths]
         self.size = size
+        self.trim_fallback = trim_fallback
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -52,12 +53,14 @@ class MarkDataset(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         from .preprocess import load_mark
 
-        return pil_to_uint8(load_mark(self.paths[i], self.size))
+        return pil_to_uint8(load_mark(self.paths[i], self.size, fallback=self.trim_fallback))
 
 
-def images_key(paths: Sequence[str | os.PathLike], size: int) -> str:
-    """A short hash of the file list (names, sizes, modification times) and the image size."""
+def images_key(paths: Sequence[str | os.PathLike], size: int, trim_fallback: bool = False) -> str:
+    """A short hash of the file list (names, sizes, modification times), the image size and the trim."""
     h = hashlib.sha1(f"size={size};".encode())
+    if trim_fallback:
+        h.update(b"trim-fallback;")
     for p in paths:
         try:
             st = os.stat(p)
@@ -67,16 +70,17 @@ def images_key(paths: Sequence[str | os.PathLike], size: int) -> str:
     return h.hexdigest()[:16]
 
 
-def _loader(paths: Sequence[str], size: int, batch_size: int, num_workers: int) -> DataLoader:
+def _loader(paths: Sequence[str], size: int, batch_size: int, num_workers: int,
+            trim_fallback: bool = False) -> DataLoader:
     workers = max(0, min(num_workers, (os.cpu_count() or 1)))
-    return DataLoader(MarkDataset(paths, size), batch_size=batch_size, shuffle=False,
+    return DataLoader(MarkDataset(paths, size, trim_fallback), batch_size=batch_size, shuffle=False,
                       num_workers=workers, persistent_workers=False,
                       )
 
 
 def load_images(paths: Sequence[str | os.PathLike], size: int, cache_dir: str | os.PathLike | None = None,
                 num_workers: int = 2, batch_size: int = 64, progress: bool = True,
-                desc: str = "decode") -> torch.Tensor:
+                desc: str = "decode", trim_fallback: bool = False) -> torch.Tensor:
     """All images as one uint8 tensor (N, 3, size, size); decoded once, then read from the cache.
 
     The cache file is ``cache_dir/images-<size>-<hash>.npy``.
@@ -86,7 +90,7 @@ def load_images(paths: Sequence[str | os.PathLike], size: int, cache_dir: str | 
     paths = [str(p) for p in paths]
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"images-{size}-{images_key(paths, size)}.npy"
+        cache_file = Path(cache_dir) / f"images-{size}-{images_key(paths, size, trim_fallback)}.npy"
         if cache_file.is_file():
             arr = np.load(cache_file)
             if arr.shape == (len(paths), 3, size, size):
@@ -94,7 +98,8 @@ def load_images(paths: Sequence[str | os.PathLike], size: int, cache_dir: str | 
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     if paths:
         i = 0
-        loader = _loader(paths, size, batch_size, num_workers if len(paths) > 4 * batch_size else 0)
+        loader = _loader(paths, size, batch_size, num_workers if len(paths) > 4 * batch_size else 0,
+                         trim_fallback)
         with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
             for batch in loader:
                 out[i:i + len(batch)] = batch

@@ -106,15 +106,21 @@ def create_backbone(name: str, image_size: int | None = None, pretrained: bool =
 
 
 class Encoder(nn.Module):
-    """One backbone -> pooling -> FC(embed_dim) -> BatchNorm1d -> L2-normalise."""
+    """One backbone -> pooling -> FC(embed_dim) -> BatchNorm1d -> L2-normalise.
+
+    ``bn`` and ``bias`` are the head switches the 2nd place set per backbone (BatchNorm after
+    the FC on Swin only; an FC without bias, xavier-normal initialised, on both). The kit's
+    default keeps both: its checkpoints were trained that way.
+    """
 
     def __init__(self, backbone: str, embed_dim: int = 512, pooling: str = "avg",
-                 image_size: int | None = None):
+                 image_size: int | None = None, bn: bool = True, bias: bool = True):
         super().__init__()
         self.backbone_name = backbone
         self.embed_dim = embed_dim
         self.pooling = pooling
         self.image_size = image_size
+        self.head_bn, self.head_bias = bool(bn), bool(bias)
         self.backbone = create_backbone(backbone, image_size)
         if pooling == "avg":
             self.pool = None
@@ -124,8 +130,10 @@ class Encoder(nn.Module):
             in_dim = self.backbone.num_features
         else:
             raise ValueError(f"pooling must be 'avg' or 'gem', not {pooling!r}")
-        self.fc = nn.Linear(in_dim, embed_dim)
-        self.bn = nn.BatchNorm1d(embed_dim)
+        self.fc = nn.Linear(in_dim, embed_dim, bias=self.head_bias)
+        if not self.head_bias:  # the 2nd place's FC: no bias, xavier-normal weights
+            nn.init.xavier_normal_(self.fc.weight)
+        self.bn = nn.BatchNorm1d(embed_dim) if self.head_bn else nn.Identity()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (before the FC)."""
@@ -146,7 +154,8 @@ class Encoder(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         return {"backbone": self.backbone_name, "embed_dim": self.embed_dim,
-                "pooling": self.pooling, "image_size": self.image_size}
+                "pooling": self.pooling, "image_size": self.image_size,
+                "bn": self.head_bn, "bias": self.head_bias}
 
 
 class EnsembleEncoder(nn.Module):
@@ -154,13 +163,16 @@ class EnsembleEncoder(nn.Module):
 
     ``members[b]`` is the list of fold models of backbone ``b``. Each backbone's averaged
     embedding is re-normalised before the concatenation, so every backbone weighs the same.
+    ``normalize=False``: the 2nd place's arithmetic, plain means and a plain concatenation
+    (search those with Euclidean distance, ``Config.search_metric="l2"``).
     """
 
-    def __init__(self, members: Sequence[Sequence[Encoder]]):
+    def __init__(self, members: Sequence[Sequence[Encoder]], normalize: bool = True):
         super().__init__()
         if not members or any(len(m) == 0 for m in members):
             raise ValueError("an ensemble needs at least one model per backbone")
         self.members = nn.ModuleList(nn.ModuleList(list(m)) for m in members)
+        self.normalize = normalize
 
     @property
     def embed_dim(self) -> int:
@@ -174,8 +186,9 @@ class EnsembleEncoder(nn.Module):
         parts = []
         for group in self.members:
             mean = torch.stack([m(x) for m in group]).mean(dim=0)
-            parts.append(F.normalize(mean, dim=1))
-        return F.normalize(torch.cat(parts, dim=1), dim=1)
+            parts.append(F.normalize(mean, dim=1) if self.normalize else mean)
+        out = torch.cat(parts, dim=1)
+        return F.normalize(out, dim=1) if self.normalize else out
 
 
 def combine_embeddings(groups: Sequence[Sequence[np.ndarray]], normalize: bool = True) -> np.ndarray:
@@ -343,12 +356,13 @@ def load_pretrained(model: Encoder, spec: str | os.PathLike | None) -> WeightsIn
 
 
 def build_encoder(backbone: str, pretrained: str | os.PathLike | None = "random", embed_dim: int = 512,
-                  pooling: str = "avg", image_size: int | None = None, seed: int | None = 0
-                  ) -> tuple[Encoder, WeightsInfo]:
+                  pooling: str = "avg", image_size: int | None = None, seed: int | None = 0,
+                  head_bn: bool = True, head_bias: bool = True) -> tuple[Encoder, WeightsInfo]:
     """An :class:`Encoder` with its starting weights, and the :class:`WeightsInfo` to print."""
     if seed is not None:
         torch.manual_seed(seed)
-    model = Encoder(backbone, embed_dim=embed_dim, pooling=pooling, image_size=image_size)
+    model = Encoder(backbone, embed_dim=embed_dim, pooling=pooling, image_size=image_size, bn=head_bn,
+                    bias=head_bias)
     info = load_pretrained(model, pretrained)
     return model, info
 
@@ -357,7 +371,8 @@ def encoder_from_config(cfg: Any, backbone: str | None = None) -> tuple[Encoder,
     """:func:`build_encoder` with a :class:`tmr_lib.config.Config`'s fields."""
     b = backbone or cfg.backbones[0]
     c = cfg.for_backbone(b)
-    return build_encoder(b, c.pretrained, c.embed_dim, c.pooling, c.image_size, c.seed)
+    return build_encoder(b, c.pretrained, c.embed_dim, c.pooling, c.image_size, c.seed,
+                         head_bn=c.head_bn, head_bias=c.head_bias)
 
 
 # ----------------------------------------------------------------------------------------
@@ -390,7 +405,8 @@ def load_encoder(path: str | os.PathLike) -> Encoder:
         raise ValueError(f"{path} is not a kit encoder (no architecture metadata); "
                          "use it as --pretrained instead")
     arch = json.loads(meta["tmr_encoder"])
-    model = Encoder(arch["backbone"], arch["embed_dim"], arch["pooling"], arch.get("image_size"))
+    model = Encoder(arch["backbone"], arch["embed_dim"], arch["pooling"], arch.get("image_size"),
+                    bn=arch.get("bn", True), bias=arch.get("bias", True))
     model.load_state_dict(load_file(str(path)))
     return model.eval()
 
@@ -406,17 +422,18 @@ def save_ensemble(files: Sequence[Sequence[str | os.PathLike]], folder: str | os
     return out
 
 
-def load_ensemble(folder: str | os.PathLike) -> EnsembleEncoder:
-    """The :class:`EnsembleEncoder` described by ``folder/model.json`` (or one encoder file)."""
+def load_ensemble(folder: str | os.PathLike, normalize: bool = True) -> EnsembleEncoder:
+    """The :class:`EnsembleEncoder` described by ``folder/model.json`` (or one encoder file);
+    ``normalize`` as in :class:`EnsembleEncoder`."""
     folder = Path(folder)
     if folder.is_file() and folder.suffix == ".safetensors":
-        return EnsembleEncoder([[load_encoder(folder)]]).eval()
+        return EnsembleEncoder([[load_encoder(folder)]], normalize).eval()
     spec = folder / "model.json"
     if not spec.is_file():
         raise FileNotFoundError(f"{spec} not found: train a model first (tmr train --out {folder})")
     data = json.loads(spec.read_text())
     members = [[load_encoder(folder / f) for f in group] for group in data["members"]]
-    return EnsembleEncoder(members).eval()
+    return EnsembleEncoder(members, normalize).eval()
 
 
 def state_fingerprint(model: nn.Module) -> str:

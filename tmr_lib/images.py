@@ -42,7 +42,8 @@ def image_store(cfg, comp, progress: bool = True, cache: bool = True) -> ImageSt
     paths = (list(comp.train["path"]) + list(comp.train["cite_path"]) + list(comp.cite["path"])
              + list(comp.test["path"]))
     return ImageStore.load(paths, cfg.image_size, cache_dir(comp.root) if cache else None,
-                           num_workers=cfg.num_workers, progress=progress, desc="decode images")
+                           num_workers=cfg.num_workers, progress=progress, desc="decode images",
+                           trim_fallback=getattr(cfg, "trim_fallback", False))
 
 
 class ImageStore:
@@ -52,21 +53,23 @@ class ImageStore:
         batch = store.get(["/abs/apply_images/123/123.jpg", ...])
     """
 
-    def __init__(self, paths: Sequence[str], images: torch.Tensor):
+    def __init__(self, paths: Sequence[str], images: torch.Tensor, trim_fallback: bool = False):
         self.paths = [str(p) for p in paths]
         self.images = images
+        self.trim_fallback = trim_fallback  #: decoded with the 2nd place's small-crop fallback
         self.row = {p: i for i, p in enumerate(self.paths)}
         if len(self.row) != len(self.paths):
             raise ValueError("ImageStore paths must be unique")
 
     @classmethod
     def load(cls, paths: Sequence[str | os.PathLike], size: int, cache_dir: str | os.PathLike | None = None,
-             num_workers: int = 2, progress: bool = True, desc: str = "decode") -> ImageStore:
+             num_workers: int = 2, progress: bool = True, desc: str = "decode",
+             trim_fallback: bool = False) -> ImageStore:
         from .embed import load_images
 
         unique = list(dict.fromkeys(str(p) for p in paths))
-        return cls(unique, load_images(unique, size, cache_dir, num_workers=num_workers,
-                                       progress=progress, desc=desc))
+        return cls(unique, load_images(unique, size, cache_dir, num_workers=num_workers, progress=progress,
+                                       desc=desc, trim_fallback=trim_fallback), trim_fallback)
 
     @property
     def size(self) -> int:
@@ -89,4 +92,4 @@ class ImageStore:
 
     def subset(self, paths: Sequence[str | os.PathLike]) -> ImageStore:
         unique = list(dict.fromkeys(str(p) for p in paths))
-        return ImageStore(unique, self.get(unique))
+        return ImageStore(unique, self.get(unique), self.trim_fallback)

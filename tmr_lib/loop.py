@@ -52,15 +52,20 @@ class Schedule:
 
     ``warmup`` is a share of training; ``warmup_updates`` (pretraining) a number of updates
     whose linear ramp multiplies the factor. With a time budget the rate still decays to its end
-    when time runs out."""
+    when time runs out. ``epoch_updates`` > 0 moves the rate once per epoch of that many updates
+    (the 2nd place's CosineAnnealingWarmRestarts(T_0=epochs) stepped per epoch: with ``floor=0``
+    and no warm-up, epoch e of E runs at ``(1 + cos(pi e / E)) / 2``)."""
 
     total_updates: int
     warmup: float = 0.0
     budget_s: float | None = None
     warmup_updates: int = 0
     floor: float = 0.01
+    epoch_updates: int = 0
 
     def progress(self, updates: int, elapsed_s: float) -> float:
+        if self.epoch_updates > 0:
+            updates -= updates % self.epoch_updates
         p = updates / max(1, self.total_updates)
         if self.budget_s:
             p = max(p, elapsed_s / self.budget_s)

@@ -52,20 +52,24 @@ def embed_competition(model: torch.nn.Module, cfg: Config, comp, store, parts: S
         images = store.get(paths)
         if flip:
             images = torch.flip(images, dims=[3])
-        key = images_key(paths, store.size) + ("-mirror" if flip else "")
+        key = images_key(paths, store.size, getattr(store, "trim_fallback", False)) + ("-mirror" if flip else "")
         out[name] = embed_cached(model, images, key, folder, batch_size=cfg.embed_batch_size,
                                  test_scale=cfg.test_scale, tta_flip=cfg.tta_flip, channels_last=cfg.channels_last,
                                  progress=progress, desc=f"embed {name}", distributed=dist.is_distributed())
     return out
 
 
-def retrieval_from(emb: dict[str, np.ndarray], comp, k: int = 20, index: str = "flat", name: str = "") -> Retrieval:
-    """The test queries searched among the cites, with the train memory when ``emb`` has it."""
+def retrieval_from(emb: dict[str, np.ndarray], comp, k: int = 20, index: str = "flat", name: str = "",
+                   metric: str = "ip", labels: str = "union-find") -> Retrieval:
+    """The test queries searched among the cites (``metric`` "ip" or "l2"), with the train memory
+    (label groups made by ``labels``) when ``emb`` has it."""
+    from .data import relabel
+
     memory = None
     if "apply" in emb and "train_cite" in emb and len(comp.train):
-        memory = TrainMemory.from_frame(comp.train, emb["apply"], emb["train_cite"])
+        memory = TrainMemory.from_frame(relabel(comp.train, labels), emb["apply"], emb["train_cite"])
     return Retrieval.from_embeddings(comp.test["gid"], emb["test"], comp.cite["gid"], emb["cite"], memory=memory,
-                                     k=k, index=index, name=name)
+                                     k=k, index=index, name=name, metric=metric)
 
 
 def retrieval_for(model: torch.nn.Module, cfg: Config, comp, store, train: bool = True, cache: bool = True,
@@ -73,7 +77,8 @@ def retrieval_for(model: torch.nn.Module, cfg: Config, comp, store, train: bool 
     """Embed with ``model`` (an encoder or an ensemble) and search; ``train`` adds the train memory."""
     parts = tuple(PARTS) if train else ("test", "cite")
     emb = embed_competition(model, cfg, comp, store, parts, cache=cache, progress=progress, flip=flip)
-    return retrieval_from(emb, comp, k=cfg.k, index=cfg.index, name=name)
+    return retrieval_from(emb, comp, k=cfg.k, index=cfg.index, name=name, metric=cfg.search_metric,
+                          labels=cfg.labels)
 
 
 @dataclass
@@ -99,14 +104,15 @@ def predict(cfg: Config, data: str | os.PathLike, model_dir: str | os.PathLike,
 
     t0 = time.time()
     comp = load_competition(data)
-    model = load_ensemble(model_dir)
+    model = load_ensemble(model_dir, normalize=cfg.ensemble_normalize)
     size = model.image_size or cfg.image_size
     cfg = cfg.replace(image_size=size)
-    if store is None or store.size != size:
+    if store is None or store.size != size or getattr(store, "trim_fallback", False) != cfg.trim_fallback:
         store = image_store(cfg, comp, progress)
     do_post = cfg.postprocess if postprocess is None else postprocess
     plain = retrieval_for(model, cfg, comp, store, train=do_post, progress=progress, name="plain search")
-    final = plain.postprocess(keep=cfg.pp_keep) if do_post and plain.memory is not None else plain
+    final = (plain.postprocess(keep=cfg.pp_keep, recipe=cfg.pp_recipe) if do_post and plain.memory is not None
+             else plain)
     path = None
     if out_csv is not None and dist.is_main():
         path = final.to_submission(out_csv)

@@ -13,10 +13,16 @@ from PIL import Image, UnidentifiedImageError
 WHITE = (255, 255, 255)
 
 
-def trim_margins(img: Image.Image, threshold: int = 240) -> Image.Image:
+#: the 2nd place's small-crop fallback (preprocess.py:84-115 of their code): a crop under 50 px on
+#: its short side *and* under 10 % of the image's area is a speck, not the mark: keep the image
+FALLBACK_SIDE, FALLBACK_AREA = 50, 0.10
+
+
+def trim_margins(img: Image.Image, threshold: int = 240, fallback: bool = False) -> Image.Image:
     """Crop away the white border: keep the bounding box of pixels darker than `threshold`.
 
     An image with no such pixel (blank) is returned unchanged rather than cropped to nothing.
+    ``fallback=True``: also unchanged when the crop is tiny (:data:`FALLBACK_SIDE`, :data:`FALLBACK_AREA`).
     """
     rgb = to_rgb(img)
     gray = np.asarray(rgb.convert("L"))
@@ -25,6 +31,9 @@ def trim_margins(img: Image.Image, threshold: int = 240) -> Image.Image:
     if rows.size == 0:
         return rgb
     cols = np.flatnonzero(ink.any(axis=0))
+    w, h = int(cols[-1]) + 1 - int(cols[0]), int(rows[-1]) + 1 - int(rows[0])
+    if fallback and min(w, h) < FALLBACK_SIDE and w * h < FALLBACK_AREA * gray.size:
+        return rgb
     return rgb.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
 
 
@@ -66,14 +75,16 @@ def open_image(path: str | Path) -> Image.Image:
         raise ValueError(f"cannot read image {path}: {e}. Re-export it as PNG or JPEG.") from e
 
 
-def load_mark(path: str | Path, size: int | None = None, threshold: int = 240) -> Image.Image:
+def load_mark(path: str | Path, size: int | None = None, threshold: int = 240,
+              fallback: bool = False) -> Image.Image:
     """Read a mark the way every stage sees it: trimmed, padded to square, optionally resized."""
-    return load_mark_image(open_image(path), size, threshold)
+    return load_mark_image(open_image(path), size, threshold, fallback)
 
 
-def load_mark_image(img: Image.Image, size: int | None = None, threshold: int = 240) -> Image.Image:
+def load_mark_image(img: Image.Image, size: int | None = None, threshold: int = 240,
+                    fallback: bool = False) -> Image.Image:
     """`load_mark` for an image already in memory."""
-    img = pad_to_square(trim_margins(img, threshold))
+    img = pad_to_square(trim_margins(img, threshold, fallback))
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
     return img

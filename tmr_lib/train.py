@@ -85,7 +85,7 @@ def run_dir_for(out_dir: str | os.PathLike, backbone: str, fold: int | None) -> 
 # ----------------------------------------------------------------------------------------
 # Data: items -> augmented batches
 # ----------------------------------------------------------------------------------------
-AUGMENT_STYLES = ("2nd-place", "marks")
+AUGMENT_STYLES = ("kit", "2nd-place", "marks")
 
 
 class PairBatches(Dataset):
@@ -105,7 +105,7 @@ class PairBatches(Dataset):
         self.images = images
         self.crops = crops_per_pair
         self.size, self.style = size, style
-        self.augment = BatchAugment(size, extra, text_bank) if style == "2nd-place" else None
+        self.augment = BatchAugment(size, extra, text_bank) if style != "marks" else None
         self.plan: list[np.ndarray] = []
 
     def set_plan(self, batches: list[np.ndarray]) -> None:
@@ -134,9 +134,10 @@ def validation_split(train: pd.DataFrame, cfg: Config, fold: int | None) -> tupl
     n = len(train)
     if fold is None or cfg.n_folds < 2:
         return np.ones(n, bool), np.zeros(n, bool)
-    from .data import group_kfold
+    from .data import group_kfold, stratified_kfold
 
-    folds = group_kfold(train, n_splits=cfg.n_folds, seed=cfg.seed)
+    split = stratified_kfold if cfg.fold_method == "stratified" else group_kfold
+    folds = split(train, n_splits=cfg.n_folds, seed=cfg.seed)
     return folds != fold, folds == fold
 
 
@@ -289,7 +290,9 @@ class PairData:
     @classmethod
     def build(cls, cfg: Config, comp, fold: int | None, store: ImageStore | None,
               cache_dir: str | os.PathLike | None, progress: bool) -> PairData:
-        train = comp.train.reset_index(drop=True)
+        from .data import relabel
+
+        train = relabel(comp.train.reset_index(drop=True), cfg.labels)
         train_mask, val_mask = validation_split(train, cfg, fold)
         tr = train[train_mask]
         label_ids = {lab: i for i, lab in enumerate(sorted(tr["label"].unique()))}
@@ -298,7 +301,7 @@ class PairData:
             if cfg.val_distractors or cfg.extra_cite_pairs:
                 need += list(comp.cite["path"])
             store = ImageStore.load(need, cfg.image_size, cache_dir, num_workers=cfg.num_workers,
-                                    progress=progress, desc="decode images")
+                                    progress=progress, desc="decode images", trim_fallback=cfg.trim_fallback)
         if store.size != cfg.image_size:
             raise ValueError(f"image store holds {store.size} px images, config wants {cfg.image_size}")
         pair_items = np.stack([store.rows(list(tr["path"])), store.rows(list(tr["cite_path"])),
@@ -319,7 +322,8 @@ class PairData:
 
 def _build_model(cfg: Config, backbone: str, fold: int | None, device: torch.device, log: Callable[[str], None]):
     """(encoder, the module that runs forward (DDP under torchrun), where its weights came from)."""
-    model, weights = build_encoder(backbone, cfg.pretrained, cfg.embed_dim, cfg.pooling, cfg.image_size, cfg.seed)
+    model, weights = build_encoder(backbone, cfg.pretrained, cfg.embed_dim, cfg.pooling, cfg.image_size, cfg.seed,
+                                   head_bn=cfg.head_bn, head_bias=cfg.head_bias)
     log(f"[train] {backbone} fold {fold}: starting weights = {weights}")
     frozen = freeze_early_layers(model, cfg.freeze_layers)
     if frozen:
@@ -342,6 +346,18 @@ def _build_optimizer(cfg: Config, model: Encoder, loss_fn: torch.nn.Module) -> t
     if loss_params:
         params.append({"params": loss_params, "lr": cfg.lr * 10})
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _build_schedule(cfg: Config, steps_per_epoch: int) -> Schedule:
+    """The learning-rate schedule of ``cfg.lr_schedule``: "step" (warm-up, then cosine every update to
+    1 %) or "epoch" (the 2nd place's: cosine to 0 moved once per epoch, no warm-up)."""
+    updates = math.ceil(steps_per_epoch / cfg.accum_steps)
+    budget = cfg.max_train_minutes * 60 if cfg.max_train_minutes else None
+    if cfg.lr_schedule == "epoch":
+        return Schedule(total_updates=max(1, cfg.epochs * updates), warmup=0.0, budget_s=budget, floor=0.0,
+                        epoch_updates=updates)
+    return Schedule(total_updates=max(1, cfg.epochs * updates), warmup=cfg.warmup_epochs / max(cfg.epochs, 1),
+                    budget_s=budget)
 
 
 @dataclass
@@ -386,10 +402,11 @@ class Checkpoints:
         return True
 
     def record(self, row: dict[str, Any], model: Encoder) -> None:
-        """Add an epoch's row; save the model as best when it beats every earlier epoch."""
+        """Add an epoch's row; save the model as kept when it beats every earlier epoch (or, with
+        ``keep_epoch="last"``, the 2nd place's rule, always: the last epoch is kept)."""
         self.history.append(row)
         score = _selection_score(row)
-        if score > self.best or not self.best_path.is_file():
+        if score > self.best or not self.best_path.is_file() or self.cfg.keep_epoch == "last":
             self.best, self.best_epoch = score, row["epoch"]
             save_encoder(model, self.best_path, meta={"epoch": row["epoch"], "fold": self.fold,
                                                       "weights": str(self.weights),
@@ -455,10 +472,7 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
     loss_fn = make_loss(cfg.loss, cfg.embed_dim, num_classes=data.n_classes, xbm_memory=cfg.xbm_memory).to(device)
     optimizer = _build_optimizer(cfg, model, loss_fn)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
-    steps = data.steps_per_epoch(cfg)
-    schedule = Schedule(total_updates=max(1, cfg.epochs * math.ceil(steps / cfg.accum_steps)),
-                        warmup=cfg.warmup_epochs / max(cfg.epochs, 1),
-                        budget_s=cfg.max_train_minutes * 60 if cfg.max_train_minutes else None)
+    schedule = _build_schedule(cfg, data.steps_per_epoch(cfg))
     state = LoopState()
     ckpt = Checkpoints(run_dir, cfg, fold, weights)
     if resume and ckpt.resume(model, loss_fn, optimizer, scaler, state, device, log):
@@ -558,7 +572,8 @@ def train_models(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, s
     results, files = [], []
     for backbone in cfg.backbones:
         bcfg = cfg.for_backbone(backbone)
-        bstore = store if store is not None and store.size == bcfg.image_size else image_store(bcfg, comp, progress)
+        fits = store is not None and store.size == bcfg.image_size and store.trim_fallback == bcfg.trim_fallback
+        bstore = store if fits else image_store(bcfg, comp, progress)
         group = []
         for fold in cfg.folds:
             r = train_encoder(bcfg, comp, out, fold=fold if cfg.n_folds > 1 else None, backbone=backbone,
