@@ -32,7 +32,7 @@ def test_keeps_k_unique_known_ids():
 def test_adds_the_cites_of_the_nearest_training_querys_label():
     rng, cites, index, memory = _setup()
     query = _unit(memory.apply_emb[:1] + 0.05 * rng.normal(size=(1, 16)))  # looks like train query 0
-    ranked = postprocess(query, index, memory, k=20, keep=15)[0]
+    ranked = postprocess(query, index, memory, k=20, keep=15, recipe="kit")[0]
     plain = postprocess(query, index, None, k=20)[0]
     assert ranked[:15] == plain[:15]
     assert {"c0", "c10"} <= set(ranked)  # label 0 holds the cites of pairs 0 and 1

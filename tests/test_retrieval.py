@@ -84,9 +84,10 @@ def test_postprocess_adds_the_nearest_train_querys_label_cites(toy):
     # one train pair whose apply image equals test query 0, cited with c150 and c151 (one label)
     memory = TrainMemory(np.stack([q[0], q[0]]), np.stack([g[150], g[151]]), ["c150", "c151"], [7, 7])
     r = Retrieval.from_embeddings(qids, q, gids, g, memory=memory)
-    post = r.postprocess(keep=15)
-    assert {"c150", "c151"} <= set(post.ranked[0][15:])  # after the kept top 15
-    assert post.ranked[0][:15] == r.ranked[0][:15]
+    post = r.postprocess()  # the default: the 2nd place's rule, keep 16 - n = 14, then the group
+    assert post.ranked[0][14:16] == ["c150", "c151"] and post.ranked[0][:14] == r.ranked[0][:14]
+    kit = r.postprocess(keep=15, recipe="kit")
+    assert {"c150", "c151"} <= set(kit.ranked[0][15:]) and kit.ranked[0][:15] == r.ranked[0][:15]
     assert all(len(v) == 20 == len(set(v)) for v in post.ranked)
     assert post.name.endswith("post-processing") and r.ranked[0] != post.ranked[0]
 
@@ -174,7 +175,7 @@ def test_second_place_postprocessing_keeps_16_minus_n_and_researches_once_per_gr
     # the plain search of all queries, then per query (each one's nearest train query is this pair)
     # one re-search per group cite: 6 vectors
     assert searched == [len(qids)] + [6] * len(qids)
-    kit = r.postprocess(keep=15).ranked[0]
+    kit = r.postprocess(keep=15, recipe="kit").ranked[0]
     assert kit[:15] == r.ranked[0][:15] and len(set(kit[15:]) & set(group)) == 5  # 15 kept: the group cut to 5
     with pytest.raises(ValueError, match="recipe"):
         r.postprocess(recipe="3rd-place")

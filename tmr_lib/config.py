@@ -92,8 +92,11 @@ class Config:
     ensemble_normalize: bool = True
     search_metric: str = "ip"  #: "ip": inner product on unit vectors (kit); "l2": Euclidean kNN (2nd place)
     postprocess: bool = True
-    pp_keep: int = 15  #: kit: keep the top 15 always, then the nearest train query's cites
-    pp_recipe: str = "kit"  #: "2nd-place": keep 16 - n for a group of n cites, one re-search per cite
+    #: "2nd-place" (default, measured better): keep the top 16 - n for a train group of n cites, then the
+    #: whole group, one re-search per group cite; "kit": keep ``pp_keep`` always, one re-search (a group of
+    #: 8 cites loses 3 of them: -0.31 Recall@20 on such groups, benchmarks/bench_recipes.py)
+    pp_recipe: str = "2nd-place"
+    pp_keep: int = 15  #: with pp_recipe="kit": how many of the plain top 20 to keep
 
     # -- method switches: the kit's choice or the 2nd place's (docs/second-place.md) -----------
     #: which bundle of the switches below this config started from: "kit" or "2nd-place";
@@ -194,7 +197,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "kit": dict(
         augment="kit", aug_extra=(), crops_per_pair=4, loss="contrastive", xbm_memory=1024, xbm_start_epoch=1,
         warmup_epochs=1.0, lr_schedule="step", trim_fallback=False,
-        ensemble_normalize=True, search_metric="ip", pp_recipe="kit", pp_keep=15,
+        ensemble_normalize=True, search_metric="ip", pp_recipe="2nd-place",
     ),
     "2nd-place": dict(
         augment="2nd-place", aug_extra=(), crops_per_pair=4, loss="contrastive", xbm_memory=1024,

@@ -25,6 +25,10 @@ def _add_common(p: argparse.ArgumentParser, data_required: bool = False) -> None
     p.add_argument("--pretrained", default=None,
                    help="starting weights: random, imagenet (timm hub), a local .safetensors/.pth file or "
                         "folder, or a registered name (default: the preset's)")
+    p.add_argument("--method", default=None, choices=("kit", "2nd-place"),
+                   help="the method's switches at the preset's scale: kit (the kit's choices) or 2nd-place (the "
+                        "2nd place's steps exactly: views, schedule, ensemble, Euclidean search, post-processing "
+                        "16 - n; docs/second-place.md); default: the preset's")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="change a config field, e.g. --set epochs=2 --set image_size=96 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -77,6 +81,8 @@ def config_from_args(args: argparse.Namespace):
     from .config import get_config
 
     changes: dict[str, Any] = {}
+    if getattr(args, "method", None):
+        changes["method"] = args.method
     for item in args.overrides:
         if "=" not in item:
             raise ValueError(f"--set wants FIELD=VALUE, got {item!r}")

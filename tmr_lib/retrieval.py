@@ -206,10 +206,11 @@ class Retrieval:
 
     # ------------------------------------------------------------------ post-processing
     def postprocess(self, keep: int = 15, label_cites: bool = True, research: bool = True,
-                    min_similarity: float | None = None, name: str | None = None, recipe: str = "kit") -> Retrieval:
-        """The 2nd place's post-processing (:mod:`tmr_lib.postprocess`): keep the top ``keep``, add the
-        nearest training query's label cites, re-search with ``query - apply + cite``, fill to k.
-        ``recipe="2nd-place"``: exactly theirs (keep 16 - n, one re-search per group cite)."""
+                    min_similarity: float | None = None, name: str | None = None,
+                    recipe: str = "2nd-place") -> Retrieval:
+        """The 2nd place's post-processing (:mod:`tmr_lib.postprocess`): keep the top 16 - n, add the
+        nearest training query's n label cites, one re-search with ``cite - apply + query`` per cite,
+        fill to k. ``recipe="kit"``: keep ``keep`` always and one re-search."""
         from .postprocess import postprocess
 
         self._need_embeddings("postprocess")
