@@ -12,6 +12,7 @@ Notebook::
     leaderboard.check(df)                       # the leaderboard's validation, no quota used
     leaderboard.submit(df, team="alpha")        # or a path to a CSV
     leaderboard.board()                         # ipywidgets view with a refresh button
+    leaderboard.writeup(file="notes.md", team="alpha")   # after close: the team's write-up
 
 Torch-free; heavy pieces (Flask, ipywidgets, pandas) are imported only when used.
 """
@@ -20,25 +21,30 @@ from .core import (
     AuthError,
     Competition,
     InvalidSubmission,
+    InvalidWriteup,
     LeaderboardError,
     QuotaExceeded,
     SubmissionsClosed,
     SubmitResult,
+    WriteupsNotOpen,
     find_competition,
 )
-from .notebook import board, check, show, submit
+from .notebook import board, check, show, submit, writeup
 
 __all__ = [
     "AuthError",
     "Competition",
     "InvalidSubmission",
+    "InvalidWriteup",
     "LeaderboardError",
     "QuotaExceeded",
     "SubmissionsClosed",
     "SubmitResult",
+    "WriteupsNotOpen",
     "board",
     "check",
     "find_competition",
     "show",
     "submit",
+    "writeup",
 ]

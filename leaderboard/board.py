@@ -44,17 +44,23 @@ def private_key(r: dict[str, Any]) -> tuple:
     return (-(r["private_recall"] or 0.0), -(r["private_mrr"] or 0.0), r["submitted_at"], r["id"])
 
 
-def public_rows(subs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best public submission per team, ranked (Recall@20, MRR, earliest). No private scores."""
+def best_public(subs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each team's best public submission, in public ranking order (the public board's rows)."""
     best: dict[int, dict[str, Any]] = {}
-    stats: dict[int, dict[str, Any]] = {}
     for r in sorted(subs, key=public_key):
         best.setdefault(r["team_id"], r)
+    return sorted(best.values(), key=public_key)
+
+
+def public_rows(subs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best public submission per team, ranked (Recall@20, MRR, earliest). No private scores."""
+    stats: dict[int, dict[str, Any]] = {}
+    for r in subs:
         st = stats.setdefault(r["team_id"], {"entries": 0, "last": ""})
         st["entries"] += 1
         st["last"] = max(st["last"], r["submitted_at"])
     board = []
-    for rank, r in enumerate(sorted(best.values(), key=public_key), start=1):
+    for rank, r in enumerate(best_public(subs), start=1):
         board.append({
             "rank": rank, "team": r["team"], "recall20": r["public_recall"], "mrr": r["public_mrr"],
             "entries": stats[r["team_id"]]["entries"], "last_submission": stats[r["team_id"]]["last"],
@@ -90,13 +96,22 @@ def private_rows(subs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     board = []
     for rank, (r, auto, n) in enumerate(final_choices(subs), start=1):
         pr = public_rank.get(r["team"])
+        detail = json.loads(r["detail"]) if isinstance(r.get("detail"), str) else (r.get("detail") or {})
         board.append({
             "rank": rank, "team": r["team"], "recall20": r["private_recall"], "mrr": r["private_mrr"],
             "public_recall20": r["public_recall"], "public_rank": pr,
             "move": (pr - rank) if pr else None, "submission_id": r["id"],
             "submitted_at": r["submitted_at"], "auto_selected": auto, "entries": n,
+            "private_per_category": round_detail(detail.get("private")).get("per_category", {}),
+            "public_per_category": round_detail(detail.get("public")).get("per_category", {}),
         })
     return board
+
+
+def race_rows(subs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the race plots may see: who submitted when, and the *public* scores only."""
+    return [{"team_id": r["team_id"], "team": r["team"], "submitted_at": r["submitted_at"], "id": r["id"],
+             "public_recall": r["public_recall"], "public_mrr": r["public_mrr"]} for r in subs]
 
 
 def round_detail(d: dict[str, Any] | None) -> dict[str, Any]:

@@ -13,7 +13,9 @@ from .core import (
     Competition,
     DatabaseBusy,
     InvalidSubmission,
+    InvalidWriteup,
     LeaderboardError,
+    WriteupsNotOpen,
     find_competition,
     short_time,
 )
@@ -21,7 +23,7 @@ from .scorer import fmt
 from .storage import DB_NAME, default_wait, exposed_to_others, is_busy_error
 
 #: Exit codes: each means one thing (also in the --help epilog and leaderboard/README.md).
-EXIT_OK, EXIT_REJECTED, EXIT_REFUSED, EXIT_BUSY, EXIT_PROBLEMS = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_REJECTED, EXIT_REFUSED, EXIT_BUSY, EXIT_PROBLEMS, EXIT_NOT_YET = 0, 1, 2, 3, 4, 5
 
 EPILOG = """\
 examples:
@@ -33,15 +35,17 @@ examples:
   python -m leaderboard select --team alpha 3 7
   python -m leaderboard serve --port 8000          # http://127.0.0.1:8000/
   python -m leaderboard close
-  python -m leaderboard export --out handouts/board
+  python -m leaderboard writeup notes.md --team alpha   # after close (or from --writeups-open)
+  python -m leaderboard export --out handouts/board     # + booklet.html and the race plots
 
 Every command but init finds the competition with --dir, else $TMR_LEADERBOARD, else the
 only competition under ./competitions.
 
-exit codes: 0 done; 1 the file was rejected (every problem printed); 2 refused (daily limit,
-closed, unknown team, bad arguments); 3 the database was busy (another process held its write
-lock longer than --wait seconds: nothing recorded, no quota used, try again); 4 verify found
-problems. Rules: Recall@20 ranks, MRR then the earliest
+exit codes: 0 done; 1 the file was rejected (every problem printed; a write-up: empty or over
+8 kB); 2 refused (daily limit, closed, unknown team, bad arguments); 3 the database was busy
+(another process held its write lock longer than --wait seconds: nothing recorded, no quota
+used, try again); 4 verify found problems; 5 not open yet (write-ups before the host's time or
+close: the message says when). Rules: Recall@20 ranks, MRR then the earliest
 submission break ties; public scores are rounded to 4 decimals; the private ranking stays
 hidden until `close`.
 """
@@ -77,10 +81,19 @@ def print_public(comp: Competition) -> None:
     s = comp.settings()
     state = "CLOSED" if s["closed"] else ("deadline passed" if s["deadline_passed"] else "open")
     print(f"{s['name']} — public leaderboard ({s['n_public']} of {s['n_test']} queries) [{state}]")
+    board = comp.public_board()
     rows = [[r["rank"], _clip(r["team"]), fmt(r["recall20"]), fmt(r["mrr"]), r["entries"],
-             short_time(r["last_submission"])] for r in comp.public_board()]
+             short_time(r["last_submission"])] for r in board]
+    header, right = ["#", "team", "Recall@20", "MRR", "entries", "last submission"], {0, 2, 3, 4}
+    if s["public_intervals"]:
+        for row, r in zip(rows, board):
+            ci = f"{fmt(r['ci_low'])}–{fmt(r['ci_high'])}" if r.get("ci_low") is not None else "—"
+            row[3:3] = [ci, f"≈ #{r['rank'] - 1}" if r.get("within_noise_of_above") else ""]
+        header[3:3], right = ["95% interval", "noise"], {0, 2, 3, 5, 6}
     if rows:
-        print(_table(rows, ["#", "team", "Recall@20", "MRR", "entries", "last submission"], {0, 2, 3, 4}))
+        print(_table(rows, header, right))
+        if s["public_intervals"]:
+            print("95% interval: bootstrap over the public queries; ≈ #n = within noise of the team above")
     else:
         print("  no submissions yet")
     print(f"{s['daily_limit']} submissions per team per day, reset {s['reset_utc']} UTC"
@@ -96,10 +109,11 @@ def print_private(comp: Competition, host: bool = False) -> None:
         move = "" if not r["move"] else (f"+{r['move']}" if r["move"] > 0 else str(r["move"]))
         rows.append([r["rank"], _clip(r["team"]), fmt(r["recall20"]), fmt(r["mrr"]), fmt(r["public_recall20"]),
                      f"{r['public_rank']} {move}".strip(),
-                     f"#{r['submission_id']}" + (" (auto)" if r["auto_selected"] else "")])
+                     f"#{r['submission_id']}" + (" (auto)" if r["auto_selected"] else ""),
+                     _clip(r["writeup_title"], 40) if r["writeup_title"] else "—"])
     if rows:
-        print(_table(rows, ["#", "team", "Recall@20", "MRR", "public R@20", "public rank", "submission"],
-                     {0, 2, 3, 4, 5}))
+        print(_table(rows, ["#", "team", "Recall@20", "MRR", "public R@20", "public rank", "submission",
+                            "write-up"], {0, 2, 3, 4, 5}))
     else:
         print("  no submissions")
 
@@ -109,12 +123,14 @@ def cmd_init(a: argparse.Namespace) -> int:
         a.host_dir, a.data, a.dir, name=a.name, public_fraction=a.public_fraction, seed=a.seed,
         daily_limit=a.daily_limit, reset_utc=a.reset_utc, n_final=a.final, deadline=a.deadline, teams=a.team,
         reject_limit=a.reject_limit, reject_window=a.reject_window,
+        writeups_open=a.writeups_open, public_intervals=a.intervals,
     )
     s = comp.settings()
     print(f"Created competition {s['name']!r} in {comp.path}")
     print(f"  {s['n_test']} test queries: {s['n_public']} public, {s['n_private']} private; {s['n_cite']} cites")
     print(f"  {s['daily_limit']} submissions per team per day (reset {s['reset_utc']} UTC); "
           f"{s['n_final']} final selections; deadline: {short_time(s['deadline']) if s['deadline'] else 'none'}")
+    print(f"  write-ups: {s['writeups_note']} Public 95% intervals: {'on' if s['public_intervals'] else 'off'}.")
     print("Tokens (shown once; only their hashes are stored; re-issue with add-team NAME --reset-token):")
     for who, tok in tokens.items():
         print(f"  {'HOST' if who == 'host' else who}: {tok}")
@@ -251,6 +267,8 @@ def cmd_export(a):
     out = a.out or (comp.path / "export")
     for p in export(comp, out, private=True if a.private else None):
         print(f"wrote {p}")
+    if not comp.is_closed() and not a.private:
+        print("(booklet.html and the shake-up plot are written after close; nothing written holds a private score)")
     return 0
 
 
@@ -304,6 +322,35 @@ def cmd_log(a):
     return 0
 
 
+def cmd_writeup(a):
+    comp = find_competition(a.dir, wait=a.wait)
+    if a.file == "-":
+        text = sys.stdin.buffer.read()
+    else:
+        path = Path(a.file)
+        if not path.is_file():
+            raise LeaderboardError(f"no such file: {a.file}")
+        text = path.read_bytes()
+    res = comp.set_writeup(text, a.team, via="cli")  # main() maps the refusals to exit codes 1, 2 and 5
+    print(f"Saved the write-up of {_clip(res['team'])}: {res['bytes']:,} bytes, attached to submission "
+          f"#{res['submission_id']}" + (f" ({_clip(res['title'], 40)})" if res["title"] else ""))
+    return EXIT_OK
+
+
+def cmd_writeups_open(a):
+    comp = find_competition(a.dir, wait=a.wait)
+    value = comp.set_writeups_open(None if a.when.lower() in ("close", "none") else a.when)
+    print(f"write-ups open: {short_time(value) if value else 'at close'}")
+    return EXIT_OK
+
+
+def cmd_intervals(a):
+    comp = find_competition(a.dir, wait=a.wait)
+    on = comp.set_public_intervals(a.state == "on")
+    print(f"public 95% intervals: {'on' if on else 'off'}")
+    return EXIT_OK
+
+
 def cmd_deadline(a):
     comp = find_competition(a.dir, wait=a.wait)
     value = comp.set_deadline(None if a.when.lower() == "none" else a.when)
@@ -351,6 +398,10 @@ def _init_command(sub) -> None:
                         "(default 20; 0 = no limit)")
     s.add_argument("--reject-window", type=int, default=60, metavar="MINUTES",
                    help="the window of --reject-limit in minutes (default 60)")
+    s.add_argument("--writeups-open", metavar="ISO-TIME",
+                   help="when teams may attach write-ups, e.g. 2025-03-14T12:00Z (default: at close)")
+    s.add_argument("--intervals", action="store_true",
+                   help="show each public score's 95%% bootstrap interval on the public board")
     s.set_defaults(func=cmd_init)
 
 
@@ -387,6 +438,14 @@ def _team_commands(sub, common) -> None:
     s.add_argument("--team", required=True)
     s.set_defaults(func=cmd_history)
 
+    s = sub.add_parser("writeup", parents=[common],
+                       help="attach a Markdown write-up (8 kB at most) to a team's final submission",
+                       description="Attach (or replace) a team's write-up. Accepted after close, or from the "
+                                   "host's --writeups-open time; before that: exit code 5 and when it opens.")
+    s.add_argument("file", help="a UTF-8 Markdown file, or - for standard input")
+    s.add_argument("--team", required=True)
+    s.set_defaults(func=cmd_writeup)
+
     s = sub.add_parser("select", parents=[common], help="choose a team's final submissions")
     s.add_argument("--team", required=True)
     s.add_argument("ids", nargs="*", type=int, help="submission numbers")
@@ -403,7 +462,16 @@ def _admin_commands(sub, common) -> None:
     s.add_argument("when", help="ISO 8601 time, e.g. 2025-03-14T09:00Z, or 'none'")
     s.set_defaults(func=cmd_deadline)
 
-    s = sub.add_parser("export", parents=[common], help="write board.html and formula-safe CSV files")
+    s = sub.add_parser("writeups-open", parents=[common], help="set when write-ups open, or 'close' (the default)")
+    s.add_argument("when", help="ISO 8601 time, e.g. 2025-03-14T12:00Z, or 'close'")
+    s.set_defaults(func=cmd_writeups_open)
+
+    s = sub.add_parser("intervals", parents=[common], help="show (on) or hide (off) 95%% intervals on the public board")
+    s.add_argument("state", choices=("on", "off"))
+    s.set_defaults(func=cmd_intervals)
+
+    s = sub.add_parser("export", parents=[common],
+                       help="write board.html, formula-safe CSVs, the race plots and (after close) booklet.html")
     s.add_argument("--out", help="output folder (default: <competition>/export)")
     s.add_argument("--private", action="store_true", help="include the private ranking before close (host)")
     s.set_defaults(func=cmd_export)
@@ -438,6 +506,12 @@ def main(argv: list[str] | None = None) -> int:
     except DatabaseBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BUSY
+    except WriteupsNotOpen as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOT_YET
+    except InvalidWriteup as exc:
+        print(f"rejected: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
     except sqlite3.OperationalError as exc:
         if not is_busy_error(exc):
             raise

@@ -19,7 +19,10 @@ Rules (as the boards state them; see :mod:`leaderboard.rules`):
 * a daily limit per team, counted per UTC day starting at ``reset_utc`` (default 00:00);
   rejected files (invalid, over the limit, after the deadline) cost nothing;
 * up to ``n_final`` final selections per team (default 2); no selection -> the best public;
-* the private board is revealed only by ``close``.
+* the private board is revealed only by ``close``;
+* write-ups (:mod:`.writeups`): from the host-set time, else from ``close``, each team may
+  attach a short Markdown write-up to its final submission (8 kB, rendered safely);
+* optional: the public board shows each score's 95 % bootstrap interval (:mod:`.intervals`).
 
 Concurrency: the quota check, the archive write and the inserts happen in one
 ``BEGIN IMMEDIATE`` transaction, so parallel submissions can never exceed the limit.
@@ -55,6 +58,7 @@ from . import board as _board
 from . import integrity as _integrity
 from . import rules as _rules
 from . import storage as _storage
+from . import writeups as _writeups
 from .board import round_detail as _round_detail
 from .dataset import load_dataset as _load_dataset
 from .dataset import read_csv as _read_csv
@@ -62,10 +66,12 @@ from .errors import (
     AuthError,
     DatabaseBusy,
     InvalidSubmission,
+    InvalidWriteup,
     LeaderboardError,
     QuotaExceeded,
     SubmissionsClosed,
     TooManyRejections,
+    WriteupsNotOpen,
 )
 from .rules import (
     CATEGORIES,
@@ -92,9 +98,10 @@ from .storage import sha256_file as _sha256_file
 
 __all__ = [
     "ARCHIVE", "CATEGORIES", "DB_NAME", "DEFAULT_ROOT", "LOG_NAME", "MAX_NAME", "MAX_NOTE", "SCHEMA_VERSION",
-    "UTC", "AuthError", "Competition", "DatabaseBusy", "InvalidSubmission", "LeaderboardError", "QuotaExceeded",
-    "SubmissionsClosed", "SubmitResult", "TooManyRejections", "clean_name", "clean_note", "find_competition", "iso", "new_token",
-    "parse_reset", "parse_time", "short_time", "split_public", "utcnow",
+    "UTC", "AuthError", "Competition", "DatabaseBusy", "InvalidSubmission", "InvalidWriteup",
+    "LeaderboardError", "QuotaExceeded", "SubmissionsClosed", "SubmitResult", "TooManyRejections",
+    "WriteupsNotOpen", "clean_name", "clean_note", "find_competition", "iso", "new_token", "parse_reset",
+    "parse_time", "short_time", "split_public", "utcnow",
 ]
 # pre-split private names, kept importable from here
 _REEXPORTED = (_read_csv, _SCHEMA, _append_only_triggers)
@@ -136,8 +143,11 @@ class SubmitResult:
 
 def _creation_meta(name: str, created: datetime, host_token: str, ds: dict[str, Any], host_dir: Path,
                    public_fraction: float, seed: int, daily_limit: int, reset_minutes: int,
-                   n_final: int, deadline_iso: str, reject_limit: int, reject_window: int) -> dict[str, str]:
+                   n_final: int, deadline_iso: str, reject_limit: int, reject_window: int,
+                   writeups_open_iso: str = "", public_intervals: bool = False) -> dict[str, str]:
     return {
+        "writeups_open": writeups_open_iso,
+        "public_intervals": "1" if public_intervals else "0",
         "reject_limit": str(int(reject_limit)),
         "reject_window_minutes": str(int(reject_window)),
         "schema_version": str(SCHEMA_VERSION),
@@ -197,12 +207,16 @@ class Competition:
         now: Callable[[], datetime] = utcnow,
         reject_limit: int = _rules.REJECT_LIMIT,
         reject_window: int = _rules.REJECT_WINDOW_MINUTES,
+        writeups_open: str | None = None,
+        public_intervals: bool = False,
     ) -> tuple["Competition", dict[str, str]]:
         """Create a competition from a dataset's host folder; returns it and the new tokens.
 
         The tokens dict maps ``"host"`` and each team name to its token (shown only once:
         only their hashes are stored). ``reject_limit`` rejected files per team within
-        ``reject_window`` minutes (0 = no limit) make later files wait. Everything is built in a temporary folder next to
+        ``reject_window`` minutes (0 = no limit) make later files wait. ``writeups_open``: when
+        teams may attach write-ups (ISO time; default: at close). ``public_intervals``: show 95 %
+        bootstrap intervals on the public board. Everything is built in a temporary folder next to
         the target and renamed into place at the end, so a failure leaves nothing behind.
         """
         host_dir = Path(host_dir)
@@ -222,7 +236,9 @@ class Competition:
             raise LeaderboardError("the rejection limit must be 0 (none) or more, its window at least 1 minute")
         settings = dict(public_fraction=public_fraction, seed=seed, daily_limit=daily_limit,
                         reset_minutes=reset_minutes, n_final=n_final, deadline_iso=deadline_iso,
-                        reject_limit=reject_limit, reject_window=reject_window)
+                        reject_limit=reject_limit, reject_window=reject_window,
+                        writeups_open_iso=iso(parse_time(writeups_open)) if writeups_open else "",
+                        public_intervals=bool(public_intervals))
 
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -254,6 +270,7 @@ class Competition:
             "n_cite": len(ds["cites"]), "daily_limit": settings["daily_limit"], "reset_utc": reset_utc,
             "n_final": settings["n_final"], "deadline": settings["deadline_iso"],
             "public_fraction": settings["public_fraction"], "source_sha256": ds["sha256"],
+            "writeups_open": settings["writeups_open_iso"], "public_intervals": settings["public_intervals"],
         })
         tokens = {"host": host_token}
         for t in team_names:
@@ -320,6 +337,11 @@ class Competition:
             "max_bytes": size_limit(n_test),
             "reject_limit": int(m.get("reject_limit", _rules.REJECT_LIMIT)),
             "reject_window_minutes": int(m.get("reject_window_minutes", _rules.REJECT_WINDOW_MINUTES)),
+            "writeups_open": _writeups.opens_at(m),
+            "writeups_are_open": _writeups.are_open(m, now),
+            "writeups_note": _writeups.opens_text(m, now),
+            "max_writeup_bytes": _writeups.MAX_WRITEUP_BYTES,
+            "public_intervals": m.get("public_intervals") == "1",
         }
 
     # -- the day used for the daily limit -------------------------------------------------
@@ -609,9 +631,25 @@ class Competition:
     _public_key = staticmethod(_board.public_key)
     _private_key = staticmethod(_board.private_key)
 
-    def public_board(self) -> list[dict[str, Any]]:
-        """Best public submission per team, ranked (Recall@20, MRR, earliest). No private scores."""
-        return _board.public_rows(self._scored_submissions())
+    def public_board(self, intervals: bool | None = None) -> list[dict[str, Any]]:
+        """Best public submission per team, ranked (Recall@20, MRR, earliest). No private scores.
+
+        ``intervals`` (default: the host's setting) adds each score's 95 % bootstrap interval
+        over the public queries and whether the gap to the team above is within noise.
+        """
+        subs = self._scored_submissions()
+        rows = _board.public_rows(subs)
+        if intervals is None:
+            intervals = self.meta().get("public_intervals") == "1"
+        if intervals and rows:
+            from . import intervals as _intervals
+
+            _intervals.attach(self, rows, _board.best_public(subs))
+        return rows
+
+    def race(self) -> list[dict[str, Any]]:
+        """Every scored submission with its time and *public* scores only: what the race plots draw."""
+        return _board.race_rows(self._scored_submissions())
 
     def private_board(self, host: bool = False) -> list[dict[str, Any]]:
         """Final ranking on the private split: the best private score among each team's final
@@ -621,7 +659,67 @@ class Competition:
         """
         if not self.is_closed() and not host:
             raise AuthError("the private board is hidden until the host closes the competition")
-        return _board.private_rows(self._scored_submissions())
+        rows = _board.private_rows(self._scored_submissions())
+        notes = {self._team_name(tid): w for tid, w in _storage.latest_writeups(self.con).items()}
+        for r in rows:
+            w = notes.get(r["team"])
+            r["writeup"] = w["body"] if w else ""
+            r["writeup_title"] = _writeups.title(w["body"]) if w else ""
+            r["writeup_at"] = w["written_at"] if w else ""
+        return rows
+
+    def _team_name(self, team_id: int) -> str:
+        row = self.con.execute("SELECT name FROM teams WHERE id = ?", (team_id,)).fetchone()
+        return row["name"] if row else ""
+
+    # -- write-ups --------------------------------------------------------------------------
+    def writeup(self, team_id: int) -> dict[str, Any] | None:
+        """A team's latest write-up (body, written_at, submission_id), or None."""
+        return _storage.latest_writeups(self.con).get(team_id)
+
+    def set_writeup(self, text: Any, team: str | None = None, *, token: str | None = None,
+                    via: str = "api") -> dict[str, Any]:
+        """Attach (or replace) a team's write-up to its final submission; every version is kept.
+
+        Raises :class:`WriteupsNotOpen` (saying when they open) before the host's time or
+        close, :class:`InvalidWriteup` when empty or over the cap, AuthError for a bad token,
+        LeaderboardError when the team has no submission yet.
+        """
+        t = self.team_for_token(token) if token is not None else self.team(team or "")
+        _writeups.check_open(self.meta(), self.now())  # first: "not yet" beats "too long"
+        body = _writeups.clean_writeup(text)
+        sha = _writeups.writeup_sha256(body)
+        with self._write() as con:
+            now = self.now()
+            _writeups.check_open(self.meta(), now)
+            finals = _board.final_choices(self._scored_submissions(t["id"]))
+            if not finals:
+                raise LeaderboardError(f"team {t['name']!r} has no submission to attach a write-up to: submit first")
+            sid = finals[0][0]["id"]
+            _storage.ensure_writeups(con)
+            _storage.insert_writeup(con, t["id"], sid, iso(now), body, sha, via)
+            ev = self._event("team", "writeup", team=t["name"], submission_id=sid, con=con, detail={
+                "bytes": len(body.encode("utf-8")), "sha256": sha, "via": via})
+        self._append_log(ev)
+        return {"team": t["name"], "submission_id": sid, "bytes": len(body.encode("utf-8")),
+                "title": _writeups.title(body), "written_at": iso(now)}
+
+    def set_writeups_open(self, when: str | None) -> str:
+        """Host: open write-ups at ``when`` (ISO time), or ``None`` for the default (at close)."""
+        value = iso(parse_time(when)) if when else ""
+        with self._write() as con:
+            self._set_meta(con, "writeups_open", value)
+            ev = self._event("host", "set_writeups_open", con=con, detail={"writeups_open": value})
+        self._append_log(ev)
+        return value
+
+    def set_public_intervals(self, on: bool) -> bool:
+        """Host: show (or hide) the 95 % bootstrap interval of each public score."""
+        with self._write() as con:
+            self._set_meta(con, "public_intervals", "1" if on else "0")
+            ev = self._event("host", "set_public_intervals", con=con, detail={"on": bool(on)})
+        self._append_log(ev)
+        return bool(on)
 
     def history(self, team: str | None = None, *, team_id: int | None = None,
                 show_private: bool | None = None) -> list[dict[str, Any]]:

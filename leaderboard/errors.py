@@ -51,3 +51,15 @@ class TooManyRejections(LeaderboardError):
     def __init__(self, message: str, retry_after: int):
         self.retry_after = max(1, int(retry_after))
         super().__init__(message)
+
+
+class WriteupsNotOpen(LeaderboardError):
+    """Write-ups are not accepted yet; ``opens_at`` is the ISO time they open ("" = at close)."""
+
+    def __init__(self, message: str, opens_at: str = ""):
+        self.opens_at = opens_at
+        super().__init__(message)
+
+
+class InvalidWriteup(LeaderboardError):
+    """The write-up was refused for its content (empty, too long, not text); nothing was saved."""

@@ -1,4 +1,4 @@
-"""Notebook helpers: ``check``, ``submit``, ``show`` and an ipywidgets ``board``.
+"""Notebook helpers: ``check``, ``submit``, ``writeup``, ``show`` and an ipywidgets ``board``.
 
 They work on a local competition directory (the host's machine, a workshop laptop) or, with
 ``url=`` and ``token=``, against a leaderboard served by ``python -m leaderboard serve``.
@@ -111,6 +111,63 @@ def submit(df_or_path: Any, team: str | None = None, competition: Any = None, *,
     return res
 
 
+def _post_writeup(url: str, token: str, text: bytes) -> dict[str, Any]:
+    req = request.Request(url.rstrip("/") + "/api/writeup", data=text, method="POST",
+                          headers={"Content-Type": "text/markdown; charset=utf-8", "Authorization": f"Bearer {token}"})
+    try:
+        with request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read().decode("utf-8"))
+    except error.HTTPError as exc:
+        try:
+            return json.loads(exc.read().decode("utf-8"))
+        except ValueError:
+            return {"saved": False, "error": f"HTTP {exc.code} {exc.reason}"}
+
+
+def writeup(text: str | os.PathLike | None = None, team: str | None = None, competition: Any = None, *,
+            file: str | os.PathLike | None = None, token: str | None = None, url: str | None = None,
+            raise_on_error: bool = False, verbose: bool = True) -> dict[str, Any] | None:
+    """Attach (or replace) the team's Markdown write-up to its final submission (8 kB at most).
+
+    ``writeup("## Our approach ...", team="alpha")`` or ``writeup(file="notes.md", team="alpha")``
+    (a ``pathlib.Path`` as ``text`` is read too); remote: ``url=`` and ``token=``. Accepted after
+    close or from the host's time; before that it prints when write-ups open. Returns what was
+    saved, or None when refused (``raise_on_error=True`` raises instead).
+    """
+    if isinstance(text, os.PathLike):
+        text, file = None, text
+    if file is not None:
+        data = Path(file).read_bytes()
+    elif text is not None:
+        data = str(text).encode("utf-8")
+    else:
+        raise LeaderboardError("give the write-up's text, or file='notes.md'")
+    if url is not None:
+        if not token:
+            raise LeaderboardError("a remote write-up needs the team token (token=...)")
+        res = _post_writeup(url, token, data)
+        ok = bool(res.get("saved"))
+        if verbose:
+            print(f"Saved the write-up: {res.get('bytes', 0):,} bytes, attached to submission "
+                  f"#{res.get('submission_id')}" if ok else f"Not saved: {res.get('error')}")
+        if not ok and raise_on_error:
+            raise LeaderboardError(res.get("error") or "not saved")
+        return res if ok else None
+    comp = _open(competition)
+    try:
+        res = comp.set_writeup(data, team, token=token, via="notebook")
+    except LeaderboardError as exc:
+        if raise_on_error:
+            raise
+        if verbose:
+            print(f"Not saved: {exc}")
+        return None
+    if verbose:
+        print(f"Saved the write-up of {res['team']}: {res['bytes']:,} bytes, "
+              f"attached to submission #{res['submission_id']}")
+    return res
+
+
 def show(competition: Any = None):
     """The board as a pandas DataFrame (the final ranking once closed, else the public one)."""
     import pandas as pd
@@ -118,7 +175,7 @@ def show(competition: Any = None):
     comp = _open(competition)
     if comp.is_closed():
         rows = comp.private_board()
-        cols = ["rank", "team", "recall20", "mrr", "public_recall20", "public_rank", "submission_id"]
+        cols = ["rank", "team", "recall20", "mrr", "public_recall20", "public_rank", "submission_id", "writeup_title"]
     else:
         rows = comp.public_board()
         cols = ["rank", "team", "recall20", "mrr", "entries", "last_submission"]

@@ -18,6 +18,8 @@ from markupsafe import Markup
 from tmr_lib.submission import atomic_write_bytes
 
 from .core import Competition, short_time
+from .intervals import N_RESAMPLES
+from .markdown import render_markdown
 from .scorer import fmt
 
 CSS = """
@@ -65,6 +67,17 @@ button { display: block; margin-top: 14px; background: var(--accent); color: #ff
 .problems { font: 13px/1.5 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
             white-space: pre-wrap; overflow-wrap: anywhere; }
 .empty { color: var(--muted); padding: 18px 4px; }
+.ci { font-size: 12.5px; white-space: nowrap; }
+.noise { color: #7a5300; font-size: 12px; white-space: nowrap; }
+td.wu { max-width: 360px; overflow-wrap: anywhere; }
+details summary { cursor: pointer; color: var(--accent); }
+.writeup { overflow-wrap: anywhere; unicode-bidi: isolate; }
+.writeup h3, .writeup h4, .writeup h5, .writeup h6 { margin: 10px 0 4px; font-size: 15px; }
+.writeup pre { background: #f3f5f8; padding: 8px 10px; border-radius: 6px; overflow-x: auto; white-space: pre-wrap; }
+.writeup code { font: 13px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+textarea { width: 100%; min-height: 220px; padding: 8px 9px; border: 1px solid #c7cfdb; border-radius: 6px;
+           font: 13.5px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+figure { margin: 0 0 14px; } figure img { max-width: 100%; height: auto; }
 footer { color: var(--muted); font-size: 12.5px; text-align: center; margin: 8px 0 28px; }
 """
 
@@ -99,24 +112,35 @@ public board = <b>{{ s.n_public }}</b> of {{ s.n_test }} test queries ({{ '%d' %
 {% if s.deadline %}deadline <b>{{ short_time(s.deadline) }}</b>{% else %}no deadline set{% endif %}</p>
 {%- endmacro %}
 {% macro public_table(rows) -%}
-{% if rows %}
-<table><thead><tr><th>#</th><th>Team</th><th class="num">Recall@20</th><th class="num">MRR</th>
+{% if rows %}{% set iv = 'ci_low' in rows[0] %}
+<table><thead><tr><th>#</th><th>Team</th><th class="num">Recall@20</th>{% if iv %}<th class="num">95 % interval</th>{% endif %}<th class="num">MRR</th>
 <th class="num">Entries</th><th>Last submission</th></tr></thead><tbody>
 {% for r in rows %}<tr class="top{{ r.rank }}"><td class="rank">{{ r.rank }}</td><td class="team">{{ r.team }}</td>
-<td class="num">{{ score(r.recall20, True) }}</td><td class="num">{{ fmt(r.mrr) }}</td>
+<td class="num">{{ score(r.recall20, True) }}</td>
+{%- if iv %}<td class="num"><span class="ci">{% if r.ci_low is not none %}{{ fmt(r.ci_low) }} – {{ fmt(r.ci_high) }}{% else %}—{% endif %}</span>
+{%- if r.within_noise_of_above %}<br><span class="noise">≈ #{{ r.rank - 1 }}: within noise</span>{% endif %}</td>{% endif %}
+<td class="num">{{ fmt(r.mrr) }}</td>
 <td class="num">{{ r.entries }}</td><td class="muted when">{{ short_time(r.last_submission) }}</td></tr>
 {% endfor %}</tbody></table>
+{% if iv %}<p class="rules">95 % interval: a bootstrap over the public queries ({{ n_resamples }} resamples,
+seeded) of each team's public Recall@20. “≈ #n: within noise” means the paired interval of the gap to the team
+ranked just above holds 0: on another sample of queries the order could flip.</p>{% endif %}
 {% else %}<p class="empty">No submissions yet.</p>{% endif %}
 {%- endmacro %}
+{% macro writeup_cell(r) -%}
+{% if r.writeup %}<details><summary>{{ r.writeup_title or 'Write-up' }}</summary>{{ md(r.writeup) }}</details>
+{%- else %}<span class="muted">—</span>{% endif %}
+{%- endmacro %}
 {% macro private_table(rows) -%}
-{% if rows %}
+{% if rows %}{% set wu = rows|selectattr('writeup')|list %}
 <table><thead><tr><th>#</th><th>Team</th><th class="num">Recall@20</th><th class="num">MRR</th>
-<th class="num">Public R@20</th><th class="num">Public rank</th><th>Submission</th></tr></thead><tbody>
+<th class="num">Public R@20</th><th class="num">Public rank</th><th>Submission</th>{% if wu %}<th>Write-up</th>{% endif %}</tr></thead><tbody>
 {% for r in rows %}<tr class="top{{ r.rank }}"><td class="rank">{{ r.rank }}</td><td class="team">{{ r.team }}</td>
 <td class="num">{{ score(r.recall20, True) }}</td><td class="num">{{ fmt(r.mrr) }}</td>
 <td class="num">{{ fmt(r.public_recall20) }}</td>
 <td class="num nowrap">{{ r.public_rank }}{% if r.move %} <span class="{{ 'up' if r.move > 0 else 'down' }}">{{ '▲' if r.move > 0 else '▼' }}{{ r.move|abs }}</span>{% endif %}</td>
-<td class="muted nowrap">#{{ r.submission_id }}{% if r.auto_selected %} · auto{% endif %}</td></tr>
+<td class="muted nowrap">#{{ r.submission_id }}{% if r.auto_selected %} · auto{% endif %}</td>
+{%- if wu %}<td class="wu">{{ writeup_cell(r) }}</td>{% endif %}</tr>
 {% endfor %}</tbody></table>
 {% else %}<p class="empty">No submissions.</p>{% endif %}
 {%- endmacro %}
@@ -162,7 +186,9 @@ with every problem listed, and cost nothing.</li>
 (next: {{ short_time(s.next_reset) }}).</li>
 <li>Select up to {{ s.n_final }} submissions for the final ranking under “My submissions”; without a
 selection your best public submission counts.</li>
-<li>Ranking: Recall@20 (higher first), then MRR, then the earlier submission.</li></ul></section>{% endif %}
+<li>Ranking: Recall@20 (higher first), then MRR, then the earlier submission.</li>
+<li>{{ s.writeups_note }} Markdown, at most {{ s.max_writeup_bytes // 1024 }} kB, under “My submissions”; shown beside
+the final ranking.</li></ul></section>{% endif %}
 {% endblock %}""",
     "form.html": """{% extends "base.html" %}{% block body %}
 {% if message %}<section class="{{ message_class }}"><h2>{{ message_title }}</h2>
@@ -199,11 +225,29 @@ leaderboard page.{% elif s.deadline_passed %}The deadline has passed: no more su
 {{ history_table(rows, show_private, True) }}
 <button type="submit">Save final selection (up to {{ s.n_final }})</button></form>
 {% else %}{{ history_table(rows, show_private) }}{% endif %}
+</section>
+<section><h2>Write-up</h2>
+<p class="facts">{{ s.writeups_note }}{% if writeup %} Saved {{ short_time(writeup.written_at) }} (attached to
+submission #{{ writeup.submission_id }}).{% endif %}</p>
+{% if writeup %}{{ md(writeup.body) }}{% endif %}
+{% if s.writeups_are_open and rows %}
+<form method="post" action="{{ url('writeup_post') }}"><input type="hidden" name="token" value="{{ token }}">
+<label for="text">Markdown (headings, paragraphs, *emphasis*, `code`, lists, [links](https://…); no HTML;
+at most {{ s.max_writeup_bytes // 1024 }} kB)</label>
+<textarea id="text" name="text" maxlength="{{ s.max_writeup_bytes }}" required>{{ writeup.body if writeup else '' }}</textarea>
+<button type="submit">Save write-up</button></form>
+{% elif s.writeups_are_open %}<p class="rules">Submit first: the write-up is attached to your final submission.</p>{% endif %}
 </section>{% endblock %}""",
     "host.html": """{% extends "base.html" %}{% from "macros.html" import facts, private_table, public_table %}{% block body %}
 {{ facts(s) }}
 <section class="err"><h2>Host view — private ranking{% if not s.closed %} (hidden from teams until you close){% endif %}</h2>
-{{ private_table(private) }}</section>
+{{ private_table(private) }}
+<p class="rules">{{ s.writeups_note }} Public intervals: {{ 'on' if s.public_intervals else 'off' }}
+(<code>python -m leaderboard intervals on|off</code>).</p></section>
+{% if plots %}<section><h2>The race</h2>
+{% for name, uri in plots.items() %}<figure><img src="{{ uri }}" alt="{{ plot_titles[name] }}"></figure>{% endfor %}
+{% if not s.closed %}<p class="rules">Public scores only; the shake-up (public rank → private rank) is drawn after close.</p>{% endif %}
+</section>{% endif %}
 <section><h2>Public leaderboard</h2>{{ public_table(public) }}</section>
 <section><h2>Teams</h2><table><thead><tr><th>Team</th><th class="num">Entries</th><th>Last submission</th></tr></thead><tbody>
 {% for t in teams %}<tr><td class="team">{{ t.name }}</td><td class="num">{{ t.entries }}</td><td class="muted">{{ short_time(t.last) }}</td></tr>{% endfor %}
@@ -214,7 +258,8 @@ leaderboard page.{% elif s.deadline_passed %}The deadline has passed: no more su
 }
 
 _env = Environment(loader=DictLoader(TEMPLATES), autoescape=select_autoescape(default=True, default_for_string=True))
-_env.globals.update(fmt=fmt, short_time=short_time, css=Markup(CSS))  # our own constant CSS
+_env.globals.update(fmt=fmt, short_time=short_time, css=Markup(CSS),  # our own constant CSS
+                    md=render_markdown, n_resamples=N_RESAMPLES)
 
 
 def _static_url(name: str, **_: Any) -> str:
@@ -262,14 +307,21 @@ def csv_safe(value: Any) -> Any:
 def board_rows(comp: Competition, private: bool) -> tuple[list[str], list[list[Any]]]:
     if private:
         header = ["rank", "team", "private_recall20", "private_mrr", "public_recall20", "public_rank",
-                  "submission_id", "auto_selected", "submitted_at"]
+                  "submission_id", "auto_selected", "submitted_at", "writeup_title"]
         rows = [[r["rank"], r["team"], fmt(r["recall20"]), fmt(r["mrr"]), fmt(r["public_recall20"]),
-                 r["public_rank"], r["submission_id"], r["auto_selected"], r["submitted_at"]]
+                 r["public_rank"], r["submission_id"], r["auto_selected"], r["submitted_at"], r["writeup_title"]]
                 for r in comp.private_board(host=True)]
-    else:
-        header = ["rank", "team", "public_recall20", "public_mrr", "entries", "last_submission"]
-        rows = [[r["rank"], r["team"], fmt(r["recall20"]), fmt(r["mrr"]), r["entries"], r["last_submission"]]
-                for r in comp.public_board()]
+        return header, rows
+    board = comp.public_board()
+    header = ["rank", "team", "public_recall20", "public_mrr", "entries", "last_submission"]
+    rows = [[r["rank"], r["team"], fmt(r["recall20"]), fmt(r["mrr"]), r["entries"], r["last_submission"]]
+            for r in board]
+    if comp.settings()["public_intervals"]:
+        header += ["public_recall20_low95", "public_recall20_high95", "within_noise_of_above"]
+        for row, r in zip(rows, board):
+            row += [fmt(r.get("ci_low")) if r.get("ci_low") is not None else "",
+                    fmt(r.get("ci_high")) if r.get("ci_high") is not None else "",
+                    "" if r.get("within_noise_of_above") is None else r["within_noise_of_above"]]
     return header, rows
 
 
@@ -286,11 +338,36 @@ def _atomic_write(path: Path, text: str, encoding: str = "utf-8") -> None:
     atomic_write_bytes(path, text.encode(encoding))
 
 
-def export(comp: Competition, out_dir: str | os.PathLike, private: bool | None = None) -> list[Path]:
-    """Write board.html and public_board.csv (+ private_board.csv once closed or if asked)."""
+def export(comp: Competition, out_dir: str | os.PathLike, private: bool | None = None,
+           plots: bool = True) -> list[Path]:
+    """Write board.html and public_board.csv (+ private_board.csv and booklet.html once closed
+    or if asked), then the race plots (race_*.png; the shake-up only after close).
+
+    Before close and without ``private=True`` nothing written holds a private score.
+    """
     out = Path(out_dir)
     if private is None:
         private = comp.is_closed()
+    written = _export_tables(comp, out, private)
+    pngs: dict[str, bytes] = {}
+    if plots:
+        from .plots import race_pngs
+
+        pngs = race_pngs(comp)
+    if private:
+        from .booklet import booklet_html
+
+        p = out / "booklet.html"
+        _atomic_write(p, booklet_html(comp, pngs.get("shakeup")))
+        written.append(p)
+    for name, png in pngs.items():
+        p = out / f"race_{name}.png"
+        atomic_write_bytes(p, png)
+        written.append(p)
+    return written
+
+
+def _export_tables(comp: Competition, out: Path, private: bool) -> list[Path]:
     written = []
     p = out / "board.html"
     _atomic_write(p, board_html(comp, private=private))

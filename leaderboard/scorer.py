@@ -2,8 +2,10 @@
 
 Validation is :func:`tmr_lib.submission.validate_submission` (it never sees the answers);
 scoring is :func:`tmr_lib.metrics.retrieval_metrics`, once on the public split and once on
-the private split. Nothing here returns per-query results, so a score cannot be turned into
-an answer key beyond what the (rounded) aggregate itself reveals.
+the private split. Nothing here returns per-query results to a participant, so a score cannot
+be turned into an answer key beyond what the (rounded) aggregate itself reveals; the one
+per-query vector (:meth:`Scorer.public_query_hits`, public queries only) feeds the bootstrap
+interval of :mod:`leaderboard.intervals` and never leaves the process.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tmr_lib.metrics import hit_matrix, metrics_from_hits
+from tmr_lib.metrics import hit_matrix, metrics_from_hits, query_hits
 from tmr_lib.submission import N_IDS, ValidationReport, size_limit, validate_submission
 
 #: Scores are shown, ranked and compared at this many decimals (a blunt tool against probing).
@@ -95,6 +97,21 @@ class Scorer:
             m = metrics_from_hits(hits[mask], n_correct[mask], self.categories[mask], ks=KS)
             setattr(out, split, _split_summary(m))
         return out
+
+    def public_query_hits(self, source: Any, sha256: str | None = None) -> np.ndarray | None:
+        """Per *public* query, 1.0 when a correct cite is in the top 20 (what public Recall@20
+        averages); None for an invalid file. Cached by the file's sha256 (archived files never
+        change), so a known ``sha256`` skips reading the file."""
+        cache = self.__dict__.setdefault("_public_hits", {})
+        if sha256 is not None and sha256 in cache:
+            return cache[sha256]
+        report = self.validate(source)
+        if not report.ok:
+            return None
+        if report.sha256 not in cache:
+            hits = query_hits(report.ranked_for(self.test_gids), self.answers, PRIMARY_K)
+            cache[report.sha256] = hits[self.public]
+        return cache[report.sha256]
 
     def score(self, source: Any, name: str | None = None) -> Scored:
         """Validate, then (only if valid) score on both splits."""

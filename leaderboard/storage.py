@@ -64,18 +64,25 @@ CREATE TABLE events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, team TEXT, submission_id INTEGER, detail TEXT NOT NULL);
 """
-APPEND_ONLY = ("queries", "cites", "submissions", "scores", "events")
+#: Added after the first release: created by :func:`ensure_writeups` in older databases too.
+WRITEUPS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS writeups (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, team_id INTEGER NOT NULL REFERENCES teams(id),
+    submission_id INTEGER REFERENCES submissions(id), written_at TEXT NOT NULL,
+    body TEXT NOT NULL, sha256 TEXT NOT NULL, via TEXT NOT NULL);
+"""
+APPEND_ONLY = ("queries", "cites", "submissions", "scores", "events", "writeups")
 
 
-def append_only_triggers() -> str:
-    out = []
-    for table in APPEND_ONLY:
-        for op in ("UPDATE", "DELETE"):
-            out.append(
-                f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END;"
-            )
-    return "\n".join(out)
+def trigger_statements(tables: tuple[str, ...] = APPEND_ONLY) -> list[str]:
+    """One ``CREATE TRIGGER`` per table and operation that refuses UPDATE and DELETE."""
+    return [f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END;"
+            for table in tables for op in ("UPDATE", "DELETE")]
+
+
+def append_only_triggers(tables: tuple[str, ...] = APPEND_ONLY) -> str:
+    return "\n".join(trigger_statements(tables))
 
 
 # ----------------------------------------------------------------------------------------
@@ -136,7 +143,7 @@ def create_database(path: Path, meta: dict[str, str], queries: Iterable[tuple], 
     con = connect(path)
     try:
         con.execute("PRAGMA journal_mode = WAL")
-        con.executescript(SCHEMA + append_only_triggers())
+        con.executescript(SCHEMA + WRITEUPS_SCHEMA + append_only_triggers())
         con.execute("BEGIN")
         con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         con.executemany("INSERT INTO queries VALUES (?, ?, ?, ?, ?)", queries)
@@ -163,6 +170,40 @@ def insert_score(con: sqlite3.Connection, sid: int, run: int, scored_at: str, pu
         (sid, run, scored_at, pub.get("recall20"), pub.get("mrr"), priv.get("recall20"),
          priv.get("mrr"), json.dumps(detail)),
     )
+
+
+# ----------------------------------------------------------------------------------------
+# write-ups
+# ----------------------------------------------------------------------------------------
+def has_writeups(con: sqlite3.Connection) -> bool:
+    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'writeups'").fetchone() is not None
+
+
+def ensure_writeups(con: sqlite3.Connection) -> None:
+    """Create the write-ups table (and its append-only triggers) in a database made before it existed.
+
+    Call inside a write transaction; each statement is idempotent.
+    """
+    if has_writeups(con):
+        return
+    for stmt in [WRITEUPS_SCHEMA.strip()] + trigger_statements(("writeups",)):
+        con.execute(stmt)
+
+
+def insert_writeup(con: sqlite3.Connection, team_id: int, submission_id: int | None, written_at: str,
+                   body: str, sha256: str, via: str) -> int:
+    cur = con.execute("INSERT INTO writeups (team_id, submission_id, written_at, body, sha256, via)"
+                      " VALUES (?, ?, ?, ?, ?, ?)", (team_id, submission_id, written_at, body, sha256, via))
+    return int(cur.lastrowid)
+
+
+def latest_writeups(con: sqlite3.Connection) -> dict[int, dict[str, Any]]:
+    """Each team's latest write-up by team id (empty when the table does not exist yet)."""
+    if not has_writeups(con):
+        return {}
+    rows = con.execute("SELECT w.team_id, w.submission_id, w.written_at, w.body, w.sha256 FROM writeups w"
+                       " WHERE w.id = (SELECT MAX(id) FROM writeups WHERE team_id = w.team_id)")
+    return {r["team_id"]: dict(r) for r in rows}
 
 
 # ----------------------------------------------------------------------------------------

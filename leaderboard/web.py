@@ -3,7 +3,10 @@
 Teams authenticate with the token the host gave them (typed into a password field, or an
 ``Authorization: Bearer`` header for the API); the host view needs the host token. No
 cookies, no sessions, no scripts: every page is plain server-rendered HTML with every name
-escaped and a strict Content-Security-Policy.
+escaped and a strict Content-Security-Policy. Every POST that a browser marks as coming from
+another site (``Sec-Fetch-Site``, or an ``Origin`` other than this server's) is refused
+with 403 before it is read, so another page cannot make a visitor's browser submit, select
+or write a write-up here.
 
 Run it with ``python -m leaderboard serve`` (binds to 127.0.0.1 unless told otherwise).
 """
@@ -14,6 +17,7 @@ import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -24,7 +28,9 @@ from .core import (
     TooManyRejections,
     Competition,
     InvalidSubmission,
+    InvalidWriteup,
     LeaderboardError,
+    WriteupsNotOpen,
 )
 from .render import board_csv, render
 from .rules import MAX_NOTE
@@ -85,8 +91,41 @@ class _Site:
         s = c.settings()
         return self.page("team.html", status, title="My submissions", team=team["name"], token=token,
                          rows=c.history(team_id=team["id"]), show_private=s["closed"],
+                         writeup=c.writeup(team["id"]),
                          remaining=max(0, s["daily_limit"] - c.used_today(team["id"])),
                          selection_note=c.selection_note(team["id"]), **ctx)
+
+
+def cross_site(headers: Any, host: str) -> str:
+    """Why a POST looks like it came from another site ("" when it does not).
+
+    Browsers send ``Sec-Fetch-Site`` (same-origin / same-site / cross-site / none) and, on
+    POSTs, ``Origin``; scripts and notebooks (urllib, requests) send neither and pass.
+    """
+    site = (headers.get("Sec-Fetch-Site") or "").strip().lower()
+    if site and site not in ("same-origin", "none"):
+        return f"Sec-Fetch-Site: {site}"
+    origin = headers.get("Origin")
+    if origin is not None:
+        netloc = urlsplit(origin.strip()).netloc.lower() if origin.strip().lower() != "null" else ""
+        if netloc != host.lower():
+            return f"Origin: {origin[:100]}"
+    return ""
+
+
+def _refuse_cross_site() -> Response | None:
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    why = cross_site(request.headers, request.host)
+    if not why:
+        return None
+    msg = ("cross-site request refused: this form can only be sent from the leaderboard's own pages "
+           f"({why}); nothing was read or recorded")
+    if request.path.startswith("/api/"):
+        resp = jsonify(accepted=False, saved=False, error=msg)
+        resp.status_code = 403
+        return resp
+    return Response(msg + "\n", status=403, mimetype="text/plain")
 
 
 def _security_headers(resp: Response) -> Response:
@@ -111,12 +150,14 @@ def create_app(path: str | Path, now=None, wait: float | None = None) -> Flask:
         kwargs["wait"] = wait
     site = _Site(app, path, kwargs)
     app.teardown_appcontext(site.close_comp)
+    app.before_request(_refuse_cross_site)
     app.after_request(_security_headers)
     with Competition(path, **site.kwargs) as c:
         app.config["MAX_CONTENT_LENGTH"] = c.settings()["max_bytes"] + 64 * 1024
     _board_routes(app, site)
     _submit_routes(app, site)
     _team_routes(app, site)
+    _writeup_routes(app, site)
     _host_routes(app, site)
     _api_routes(app, site)
     _error_handlers(app, site)
@@ -211,6 +252,51 @@ def _team_routes(app: Flask, site: _Site) -> None:
                               message_title="Final selection saved", message_lines=[c.selection_note(t["id"])])
 
 
+def _writeup_routes(app: Flask, site: _Site) -> None:
+    @app.post("/writeup")
+    def writeup_post() -> Response:
+        c = site.comp()
+        token = site.token()
+        try:
+            t = c.team_for_token(token)
+        except AuthError as exc:
+            return site.token_form(403, message=True, message_class="err", message_title="Not accepted",
+                                   message_lines=[str(exc)])
+        try:
+            res = c.set_writeup(request.form.get("text", ""), token=token, via="web")
+        except DatabaseBusy:
+            raise
+        except WriteupsNotOpen as exc:
+            return site.team_page(c, t, token, 409, message=True, message_class="err",
+                                  message_title="Write-up not saved: not open yet", message_lines=[str(exc)])
+        except LeaderboardError as exc:
+            status = 422 if isinstance(exc, InvalidWriteup) else 409
+            return site.team_page(c, t, token, status, message=True, message_class="err",
+                                  message_title="Write-up not saved", message_lines=[str(exc)])
+        return site.team_page(c, t, token, message=True, message_class="ok", message_title="Write-up saved",
+                              message_lines=[f"{res['bytes']:,} bytes, attached to submission #{res['submission_id']}"])
+
+    @app.post("/api/writeup")
+    def api_writeup():
+        c = site.comp()
+        text = request.form.get("text") if request.form else None
+        if text is None:
+            text = request.get_data(cache=False)
+        try:
+            res = c.set_writeup(text, token=site.token(), via="api")
+        except AuthError as exc:
+            return jsonify(saved=False, error=str(exc)), 403
+        except WriteupsNotOpen as exc:
+            return jsonify(saved=False, error=str(exc), opens_at=exc.opens_at or None), 409
+        except InvalidWriteup as exc:
+            return jsonify(saved=False, error=str(exc)), 422
+        except DatabaseBusy:
+            raise
+        except LeaderboardError as exc:
+            return jsonify(saved=False, error=str(exc)), 409
+        return jsonify(saved=True, **res)
+
+
 def _host_routes(app: Flask, site: _Site) -> None:
     @app.get("/host")
     def host() -> Response:
@@ -225,8 +311,11 @@ def _host_routes(app: Flask, site: _Site) -> None:
                              token_label="Host token", action=url_for("host_post"), message=True,
                              message_class="err", message_title="Not accepted",
                              message_lines=["wrong host token"])
+        from .plots import TITLES, data_uri, race_pngs
+
+        plots = {name: data_uri(png) for name, png in race_pngs(c).items()}
         return site.page("host.html", title="Host", public=c.public_board(), private=c.private_board(host=True),
-                         teams=c.teams(), events=c.events(limit=30))
+                         teams=c.teams(), events=c.events(limit=30), plots=plots, plot_titles=TITLES)
 
 
 def _api_routes(app: Flask, site: _Site) -> None:
@@ -273,9 +362,21 @@ def _api_routes(app: Flask, site: _Site) -> None:
                        summary=res.summary())
 
 
+def _writeup_too_large() -> str:
+    from .writeups import MAX_WRITEUP_BYTES
+
+    return f"the write-up is far over the limit of {MAX_WRITEUP_BYTES:,} bytes (8 kB); nothing was saved"
+
+
 def _error_handlers(app: Flask, site: _Site) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):
+        if request.path in ("/writeup", "/api/writeup"):  # not a submission: no rejection logged
+            msg = _writeup_too_large()
+            if request.path.startswith("/api/"):
+                return jsonify(saved=False, error=msg), 413
+            return site.page("form.html", 413, title="Write-up", message=True, message_class="err",
+                             message_title="Write-up not saved", message_lines=[msg])
         limit = app.config["MAX_CONTENT_LENGTH"] / 1048576
         msg = f"file too large: the limit is {limit:.0f} MB (nothing was scored, no quota used)"
         if (request.content_length or 0) <= app.config["MAX_CONTENT_LENGTH"]:  # the whole request fits: a field did not

@@ -89,8 +89,9 @@ def test_full_competition_from_the_command_line(tmp_path):
     assert "final ranking" in p.stdout and "[CLOSED]" in p.stdout
     p = go("export", "--out", "out")
     assert {Path(x).name for x in re.findall(r"wrote (\S+)", p.stdout)} == {
-        "board.html", "public_board.csv", "private_board.csv"}
-    outputs += [f.read_text(encoding="utf-8-sig") for f in (tmp_path / "out").iterdir()]
+        "board.html", "public_board.csv", "private_board.csv", "booklet.html", "race_submissions_per_day.png",
+        "race_best_public.png", "race_shakeup.png"}
+    outputs += [f.read_text(encoding="utf-8-sig") for f in (tmp_path / "out").iterdir() if f.suffix != ".png"]
     assert "0 problem(s)" in go("verify").stdout
     p = go("log")
     assert "host:close" in p.stdout and "team:rejected" in p.stdout
