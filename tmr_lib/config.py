@@ -68,10 +68,11 @@ class Config:
     freeze_bn: bool = False  #: BatchNorm layers keep the starting weights' statistics (fine-tuning)
     freeze_layers: float = 0.0  #: share of the backbone's layers, from the input, left untrained (fine-tuning)
     extra_cite_pairs: int = 0  #: unannotated cites per epoch used as (weak, strong) self-pairs
-    #: "2nd-place" (weak/strong torchvision pipelines) or "marks" (the pretraining views of
-    #: ``tmr pretrain``, so fine-tuning keeps teaching what the checkpoint learned)
+    #: "kit" (the kit's weak/strong views: four equal strong branches, gray 0.2, one-font
+    #: pseudo-logo), "2nd-place" (theirs exactly, docs/second-place.md; `tmr views` measures both)
+    #: or "marks" (the pretraining views of ``tmr pretrain``: fine-tuning keeps teaching them)
     augment: str = "kit"
-    aug_extra: tuple[str, ...] = ()  #: additions to the 2nd-place augmentations: "rot90", "invert"
+    aug_extra: tuple[str, ...] = ()  #: additions to the "kit" / "2nd-place" views: "rot90", "invert"
     n_folds: int = 5
     folds: tuple[int, ...] = (0,)  #: which folds to train (one model each; embeddings averaged)
     val_distractors: int = 2000  #: random cites added to the validation gallery
@@ -266,10 +267,11 @@ PRESETS: dict[str, Config] = {
         loss="contrastive",
         xbm_memory=1024,  # CrossBatchMemory is safe over pretrained weights
         xbm_start_epoch=0,
-        # the views the checkpoint was pretrained with: fold 0 Recall@20 0.951 -> 0.956 (the 2nd-place
-        # augmentations never beat the starting weights there: 0.951 flat at this lr, 0.93 at 1e-4)
+        # the views the checkpoint was pretrained with: fold 0 Recall@20 0.951 -> 0.956 (the kit's version
+        # of the 2nd-place views, augment="kit", never beat the starting weights there: 0.951 flat at this
+        # lr, 0.93 at 1e-4)
         augment="marks",
-        aug_extra=("rot90", "invert"),  # used only with augment="2nd-place"
+        aug_extra=("rot90", "invert"),  # used only with augment="kit" or "2nd-place"
         extra_cite_pairs=3000,
         n_folds=5,
         folds=(0,),

@@ -98,6 +98,8 @@ class PairBatches(Dataset):
 
     def __init__(self, images: torch.Tensor, size: int, crops_per_pair: int = 4, extra=(),
                  text_bank: TextBank | None = None, style: str = "2nd-place"):
+        """``style``: "kit", "2nd-place" (exact; tmr_lib.augment) or "marks"; ``text_bank``: the
+        pseudo-logo's text (a TextBank for "kit", a FontBank for "2nd-place"; None: the recipe's own)."""
         if style not in AUGMENT_STYLES:
             raise ValueError(f"unknown augmentation {style!r}; choose from {', '.join(AUGMENT_STYLES)}")
         if crops_per_pair not in (2, 4):
@@ -105,7 +107,7 @@ class PairBatches(Dataset):
         self.images = images
         self.crops = crops_per_pair
         self.size, self.style = size, style
-        self.augment = BatchAugment(size, extra, text_bank) if style != "marks" else None
+        self.augment = BatchAugment(size, extra, text_bank, recipe=style) if style != "marks" else None
         self.plan: list[np.ndarray] = []
 
     def set_plan(self, batches: list[np.ndarray]) -> None:
