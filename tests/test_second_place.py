@@ -137,3 +137,13 @@ def test_trim_fallback_keeps_the_image_when_the_crop_is_a_speck():
     big = Image.new("RGB", (200, 200), "white")
     big.paste((0, 0, 0), (20, 20, 60, 180))  # 40 px wide but 160 px tall: a real crop either way
     assert trim_margins(big, fallback=True).size == (40, 160)
+
+
+def test_the_test_time_zoom_out_draws_no_gray_frame():
+    from tmr_lib.augment import inference_transform
+
+    white = torch.full((2, 3, 112, 112), 255, dtype=torch.uint8)
+    assert inference_transform(white, 0.9).min() == 255  # torchvision's fill= drew a 194 frame here
+    black = torch.zeros((1, 3, 112, 112), dtype=torch.uint8)
+    out = inference_transform(black, 0.9)
+    assert out[0, :, 0, 0].tolist() == [255, 255, 255] and out[0, :, 56, 56].tolist() == [0, 0, 0]

@@ -134,14 +134,18 @@ def pil_to_uint8(img) -> torch.Tensor:
 def inference_transform(batch: torch.Tensor, scale: float = 0.9) -> torch.Tensor:
     """Test-time transform of trimmed, padded images: Affine zoom-out ``scale`` on white (uint8).
 
-    torchvision's bilinear ``fill`` leaves a faint gray frame where the zoomed image ends (201 of
-    255 on a white image at 0.9); :func:`zoom_out` (the training views' zoom-out) does not.
-    Switching this one would change every cached test-time embedding, so it is left as it was.
+    Uses :func:`zoom_out` (as cv2's warpAffine with a white border): torchvision's bilinear ``fill``
+    drew a gray frame where the zoomed image ends (194 of 255 on a white 112 px image at 0.9) that no
+    training view has. The embedding cache key carries :data:`INFERENCE_VERSION`, so vectors made
+    with the old frame are not reused.
     """
     if scale == 1.0:
         return batch
-    return TF.affine(batch, angle=0.0, translate=[0, 0], scale=scale, shear=[0.0, 0.0],
-                     interpolation=v2.InterpolationMode.BILINEAR, fill=WHITE)
+    return zoom_out(batch, scale)
+
+
+#: bumped when :func:`inference_transform` changes what the model sees (keys the embedding cache)
+INFERENCE_VERSION = 2
 
 
 # ----------------------------------------------------------------------------------------

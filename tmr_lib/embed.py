@@ -204,7 +204,9 @@ def embed_cached(model: torch.nn.Module, images: torch.Tensor, data_key: str,
     from .encoder import state_fingerprint
 
     model_key = model_key or state_fingerprint(model)
-    opts = f"s{kwargs.get('test_scale', 0.9)}-f{int(bool(kwargs.get('tta_flip', False)))}"
+    from .augment import INFERENCE_VERSION
+
+    opts = f"s{kwargs.get('test_scale', 0.9)}-f{int(bool(kwargs.get('tta_flip', False)))}-v{INFERENCE_VERSION}"
     file = Path(cache_dir) / f"emb-{model_key}-{data_key}-{opts}.npy"
     if file.is_file():
         arr = np.load(file)
