@@ -141,7 +141,8 @@ def main() -> None:
     ap.add_argument("--part", choices=("postprocess", "train", "all"), default="postprocess")
     ap.add_argument("--data", default=None, help="competition for --part train (default data/tmr-cpu; quick: tmr-ci)")
     ap.add_argument("--pretrained", default=None, help="starting weights for both recipes (default: the preset's)")
-    ap.add_argument("--json", default=str(RESULTS_JSON), help="results file ('-' to skip)")
+    ap.add_argument("--json", default=None, help=f"results file ('-' to skip; default {RESULTS_JSON.name} in "
+                    "benchmarks/results, not written by --quick)")
     args = ap.parse_args()
     report = Report("2nd-place method vs the kit's", args.quick, args.results)
     t0 = time.time()
@@ -155,8 +156,9 @@ def main() -> None:
         data = competition_dir(data, args.quick)
         figures["train"] = part_train(report, data, args.pretrained, args.quick)
     report.finish()
-    if args.json != "-":
-        path = Path(args.json)
+    json_path = args.json or ("-" if args.quick else str(RESULTS_JSON))
+    if json_path != "-":
+        path = Path(json_path)
         old = json.loads(path.read_text()) if path.is_file() else {}
         old.update({k: {"figures": v, "commit": _commit(), "seeds": [0], "quick": args.quick,
                         "wall_s": round(time.time() - t0, 1)} for k, v in figures.items()})

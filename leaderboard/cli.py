@@ -20,10 +20,11 @@ from .core import (
     short_time,
 )
 from .scorer import fmt
-from .storage import DB_NAME, default_wait, exposed_to_others, is_busy_error
+from .errors import StorageError
+from .storage import DB_NAME, default_wait, exposed_to_others, is_busy_error, storage_error
 
 #: Exit codes: each means one thing (also in the --help epilog and leaderboard/README.md).
-EXIT_OK, EXIT_REJECTED, EXIT_REFUSED, EXIT_BUSY, EXIT_PROBLEMS, EXIT_NOT_YET = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_REJECTED, EXIT_REFUSED, EXIT_BUSY, EXIT_PROBLEMS, EXIT_NOT_YET, EXIT_STORAGE = 0, 1, 2, 3, 4, 5, 6
 
 EPILOG = """\
 examples:
@@ -45,9 +46,10 @@ exit codes: 0 done; 1 the file was rejected (every problem printed; a write-up: 
 8 kB); 2 refused (daily limit, closed, unknown team, bad arguments); 3 the database was busy
 (another process held its write lock longer than --wait seconds: nothing recorded, no quota
 used, try again); 4 verify found problems; 5 not open yet (write-ups before the host's time or
-close: the message says when). Rules: Recall@20 ranks, MRR then the earliest
-submission break ties; public scores are rounded to 4 decimals; the private ranking stays
-hidden until `close`.
+close: the message says when); 6 the leaderboard could not write its files (disk full, read-only
+folder, I/O error: nothing recorded, no quota used; free space or fix the folder, then verify).
+Rules: Recall@20 ranks, MRR then the earliest submission break ties; public scores are rounded to
+4 decimals; the private ranking stays hidden until `close`.
 """
 
 
@@ -279,7 +281,7 @@ def cmd_serve(a):
     comp.close_db()
     from .web import serve
 
-    serve(path, host=a.host, port=a.port, wait=a.wait)
+    serve(path, host=a.host, port=a.port, wait=a.wait, workers=a.workers)
     return 0
 
 
@@ -308,7 +310,8 @@ def cmd_verify(a):
     scored = "all" if not a.sample else f"a sample of up to {a.sample}"
     print(f"{n} archived submissions, {n_events} events, {scored} rescored: {len(findings)} problem(s)"
           + ("" if not findings or a.repair else "; `verify --repair` moves orphans aside, removes "
-             "temporary files and rewrites the log"))
+             "temporary files, restores lost archive files from their copies, gives the folders their write "
+             "permission back and rewrites the log"))
     return EXIT_PROBLEMS if findings else EXIT_OK
 
 
@@ -479,6 +482,9 @@ def _admin_commands(sub, common) -> None:
     s = sub.add_parser("serve", parents=[common], help="run the web app (upload form, board, history)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for the LAN)")
     s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes that validate uploads, so a flood of huge files keeps the pages fast "
+                        "(default 1; 0 = in the server process)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("rescore", parents=[common], help="score every archived file again as a new run")
@@ -512,11 +518,18 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidWriteup as exc:
         print(f"rejected: {exc}", file=sys.stderr)
         return EXIT_REJECTED
-    except sqlite3.OperationalError as exc:
-        if not is_busy_error(exc):
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORAGE
+    except (sqlite3.Error, OSError) as exc:
+        if is_busy_error(exc):
+            print(f"error: {DatabaseBusy(args.wait if args.wait is not None else default_wait())}", file=sys.stderr)
+            return EXIT_BUSY
+        err = storage_error(exc)
+        if err is None:
             raise
-        print(f"error: {DatabaseBusy(args.wait if args.wait is not None else default_wait())}", file=sys.stderr)
-        return EXIT_BUSY
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_STORAGE
     except LeaderboardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED

@@ -44,6 +44,7 @@ import re
 import secrets
 import shutil
 import sqlite3
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,6 +70,7 @@ from .errors import (
     InvalidWriteup,
     LeaderboardError,
     QuotaExceeded,
+    StorageError,
     SubmissionsClosed,
     TooManyRejections,
     WriteupsNotOpen,
@@ -99,7 +101,7 @@ from .storage import sha256_file as _sha256_file
 __all__ = [
     "ARCHIVE", "CATEGORIES", "DB_NAME", "DEFAULT_ROOT", "LOG_NAME", "MAX_NAME", "MAX_NOTE", "SCHEMA_VERSION",
     "UTC", "AuthError", "Competition", "DatabaseBusy", "InvalidSubmission", "InvalidWriteup",
-    "LeaderboardError", "QuotaExceeded", "SubmissionsClosed", "SubmitResult", "TooManyRejections",
+    "LeaderboardError", "QuotaExceeded", "StorageError", "SubmissionsClosed", "SubmitResult", "TooManyRejections",
     "WriteupsNotOpen", "clean_name", "clean_note", "find_competition", "iso", "new_token", "parse_reset",
     "parse_time", "short_time", "split_public", "utcnow",
 ]
@@ -184,7 +186,13 @@ class Competition:
             )
         self._now = now
         self.wait = _storage.default_wait() if wait is None else float(wait)
-        self.con = _connect(self.db_path, self.wait)
+        try:
+            self.con = _connect(self.db_path, self.wait)
+        except (sqlite3.Error, OSError) as exc:
+            err = _storage.storage_error(exc)
+            if err is None:
+                raise
+            raise err from exc
         self._scorer: Scorer | None = None
         self._scorer_key: Any = None
 
@@ -289,7 +297,18 @@ class Competition:
         self.close_db()
 
     def now(self) -> datetime:
-        return self._now()
+        """The clock, but never earlier than the last recorded event.
+
+        Time never runs backwards for the rules: a clock set back (by hand, NTP, a VM restore)
+        cannot reopen a quota day already used or a deadline once anything happened after it.
+        """
+        t = self._now()
+        row = self.con.execute("SELECT at FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        if row is not None:
+            last = parse_time(row[0])
+            if last > t:
+                return last
+        return t
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -366,8 +385,17 @@ class Competition:
         return ev
 
     def _append_log(self, ev: dict[str, Any] | None = None) -> None:
-        """Bring log.jsonl up to date with the events table (``ev`` is already in the table)."""
-        _storage.sync_log(self.con, self.path)
+        """Bring log.jsonl up to date with the events table (``ev`` is already in the table).
+
+        Runs after the COMMIT: the table is the record, so a log that cannot be written (a full
+        disk) is a warning, not a failure of what was just recorded; the next write or
+        ``verify --repair`` writes the missing lines, and ``verify`` lists them meanwhile.
+        """
+        try:
+            _storage.sync_log(self.con, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            print(f"warning: {LOG_NAME} could not be brought up to date ({exc}); the database holds the "
+                  "record: the next write or `verify --repair` writes the missing lines", file=sys.stderr)
 
     def events(self, limit: int | None = None) -> list[dict[str, Any]]:
         return _storage.read_events(self.con, limit)
@@ -459,12 +487,15 @@ class Competition:
         return _rules.quota_message(limit, now, self._reset_minutes())
 
     def submit(self, source: Any, team: str | None = None, *, token: str | None = None,
-               note: str = "", filename: str | None = None, via: str = "api") -> SubmitResult:
+               note: str = "", filename: str | None = None, via: str = "api",
+               validator: Callable[[Any, str], ValidationReport] | None = None) -> SubmitResult:
         """Validate, score and record a submission for ``team`` (by name) or ``token``.
 
         Raises :class:`InvalidSubmission` (every problem listed), :class:`QuotaExceeded`,
-        :class:`SubmissionsClosed`, :class:`TooManyRejections`, :class:`DatabaseBusy` or
-        :class:`AuthError`; none of them uses quota.
+        :class:`SubmissionsClosed`, :class:`TooManyRejections`, :class:`DatabaseBusy`,
+        :class:`StorageError` or :class:`AuthError`; none of them uses quota. ``validator``
+        (source, filename) -> report replaces the in-process validation (the web app's worker
+        processes, :mod:`leaderboard.workers`); scoring and recording stay here.
         """
         t = self.team_for_token(token) if token is not None else self.team(team or "")
         if filename is None:
@@ -473,13 +504,16 @@ class Competition:
         note = clean_note(note)
         limit = int(self.meta()["daily_limit"])
         now = self.now()
-        self._check_open(now)
+        self._refuse_if_closed(t["name"], filename, now)
         self.check_rejections(t["name"], now)  # before the file is read: a flood of bad files stays cheap
         if self.used_today(t["id"], now) >= limit:  # early, non-binding check: spare the scoring
             self._log_rejection(t["name"], "daily_limit", filename)
             raise QuotaExceeded(self._quota_message(limit, now))
 
-        scored: Scored = self.scorer().score(source, name=filename)
+        if validator is not None:
+            scored: Scored = self.scorer().score_report(validator(source, filename))
+        else:
+            scored = self.scorer().score(source, name=filename)
         report = scored.report
         if not report.ok:
             self._log_rejection(t["name"], "invalid", filename, report)
@@ -489,6 +523,9 @@ class Competition:
             sid, ev, used, dup, now = self._record(t, report, scored, filename, note, via, limit)
         except QuotaExceeded:
             self._log_rejection(t["name"], "daily_limit", filename)
+            raise
+        except SubmissionsClosed:  # closed (or past the deadline) while this file was being scored
+            self._log_rejection(t["name"], "closed", filename)
             raise
         self._append_log(ev)
         return SubmitResult(
@@ -500,12 +537,27 @@ class Competition:
             duplicate_of=dup, warnings=[p.message for p in report.warnings],
         )
 
+    def _refuse_if_closed(self, team: str, filename: str, now: datetime) -> None:
+        """SubmissionsClosed (logged: the record then shows the deadline was reached) when closed or late."""
+        try:
+            self._check_open(now)
+        except SubmissionsClosed:
+            self._log_rejection(team, "closed", filename)
+            raise
+
     def _record(self, t: dict[str, Any], report: ValidationReport, scored: Scored, filename: str,
                 note: str, via: str, limit: int) -> tuple:
-        """The atomic part: quota check, archive, submission + score + event rows, one transaction."""
+        """The atomic part: quota check, archive, submission + score + event rows, one transaction.
+
+        A failure after the archive file was written (a full disk at COMMIT, a kill is another
+        story: see :mod:`.integrity`) removes that file again before the ROLLBACK, unless it was
+        there before: nothing is left half-written.
+        """
         archive_rel = f"{ARCHIVE}/{report.sha256}.csv"
+        dest = self.path / archive_rel
         detail = {"public": scored.public, "private": scored.private}
-        with self._write() as con:
+        undo: list[Callable[[], None]] = []
+        with _storage.write_transaction(self.con, self.wait, undo) as con:
             now = self.now()
             self._check_open(now)
             day = self.quota_day(now)
@@ -513,7 +565,10 @@ class Competition:
                                (t["id"], day)).fetchone()[0]
             if used >= limit:
                 raise QuotaExceeded(self._quota_message(limit, now))
-            self._write_archive(report.data, self.path / archive_rel)
+            if self._write_archive(report.data, dest):
+                undo.append(dest.unlink)
+            _storage.ensure_copies(con)
+            _storage.insert_copy(con, report.sha256, report.data)
             dup = con.execute("SELECT MIN(id) FROM submissions WHERE team_id = ? AND sha256 = ?",
                               (t["id"], report.sha256)).fetchone()[0]
             cur = con.execute(
@@ -562,13 +617,13 @@ class Competition:
         try:
             with self._write() as con:
                 ev = self._event("team", "rejected", team=team, con=con, detail=detail)
-        except DatabaseBusy:
+        except (DatabaseBusy, StorageError):
             return  # the refusal itself matters more than its log line; nothing was recorded
         self._append_log(ev)
 
     @staticmethod
-    def _write_archive(data: bytes, dest: Path) -> None:
-        _storage.write_archive(data, dest)
+    def _write_archive(data: bytes, dest: Path) -> bool:
+        return _storage.write_archive(data, dest)
 
     def _insert_score(self, con: sqlite3.Connection, sid: int, run: int, scored: Scored,
                       detail: dict[str, Any]) -> None:

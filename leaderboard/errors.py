@@ -63,3 +63,26 @@ class WriteupsNotOpen(LeaderboardError):
 
 class InvalidWriteup(LeaderboardError):
     """The write-up was refused for its content (empty, too long, not text); nothing was saved."""
+
+
+class StorageError(LeaderboardError):
+    """The leaderboard could not write its own files: a full disk, a read-only folder, an I/O error.
+
+    Raised before anything is committed (the transaction is rolled back and a file written for it
+    removed), so nothing was recorded and no quota was used; ``kind`` is ``full``, ``read_only`` or ``io``.
+    The message names no path (participants see it): the host finds the folder with ``verify``.
+    """
+
+    WHY = {"full": "its disk is full (or a file size or disk quota limit was reached)",
+           "read_only": "its folder or database is read-only", "io": "its disk reported an I/O error"}
+    HINT = {"full": "free space on the competition's disk", "read_only": "make the competition folder writable",
+            "io": "check the competition's disk"}
+
+    def __init__(self, kind: str, detail: str = ""):
+        self.kind = kind if kind in self.WHY else "io"
+        self.retry_after = 60
+        super().__init__(
+            f"the leaderboard could not save anything: {self.WHY[self.kind]}"
+            + (f" ({detail})" if detail else "")
+            + ". Nothing was recorded and no quota was used; try again later "
+            f"(host: {self.HINT[self.kind]}, then run `python -m leaderboard verify`)")

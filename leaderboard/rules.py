@@ -188,7 +188,15 @@ def clean_name(name: str, what: str = "team name", limit: int = MAX_NAME) -> str
         raise LeaderboardError(f"{what} is longer than {limit} characters")
     if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
         raise LeaderboardError(f"{what} contains control characters")
+    if any(c in INVISIBLE_LETTERS for c in name):
+        raise LeaderboardError(f"{what} contains an invisible character (a blank filler that would let one name "
+                               "look like another)")
     return name
+
+
+#: Letters and marks that render as nothing (Hangul fillers, Braille blank, the combining grapheme
+#: joiner...): not control characters, but "alpha" + one of them looks exactly like "alpha".
+INVISIBLE_LETTERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\uffa0")
 
 
 def clean_note(note: str | None) -> str:

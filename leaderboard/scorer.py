@@ -10,14 +10,24 @@ interval of :mod:`leaderboard.intervals` and never leaves the process.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tmr_lib.metrics import hit_matrix, metrics_from_hits, query_hits
-from tmr_lib.submission import N_IDS, ValidationReport, size_limit, validate_submission
+from tmr_lib.submission import (
+    N_IDS,
+    ValidationReport,
+    check_encoding,
+    size_limit,
+    split_lines,
+    validate_submission,
+)
 
 #: Scores are shown, ranked and compared at this many decimals (a blunt tool against probing).
 DECIMALS = 4
@@ -32,6 +42,82 @@ def rounded(x: float | None) -> float | None:
 def fmt(x: float | None) -> str:
     """A score as shown everywhere: fixed 4 decimals, an em dash when absent."""
     return "—" if x is None else f"{float(x):.{DECIMALS}f}"
+
+
+def line_cap(n_test: int) -> int:
+    """Lines past which a file is refused after counting them: twice a valid file's, plus 1,000.
+
+    A valid file has exactly ``1 + n_test`` non-blank lines (the header and one per test gid);
+    any more means a repeated or unknown gid, so such a file can never be valid. Up to this
+    cap it still gets the full line-by-line report (a file pasted twice is a common mistake);
+    past it (2.8M tiny rows in 8 MB) reading every line would only cost seconds of CPU.
+    """
+    return 2 * (int(n_test) + 1) + 1000
+
+
+def too_many_lines(data: bytes, n_test: int, name: str | None = None) -> ValidationReport | None:
+    """A rejection report for a file with more non-blank lines than :func:`line_cap`, else None.
+
+    The first test is three ``bytes.count`` calls (C speed); only a file past the cap is decoded
+    and its non-blank lines counted exactly as the validator counts them (any line ending; a
+    line of spaces is blank), so a file the validator would accept is never refused here.
+    """
+    cap = line_cap(n_test)
+    if data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n") < cap:
+        return None
+    issues, text = check_encoding(data)
+    if text is None:
+        return None  # the validator reports the encoding problem at once, without reading lines
+    n_lines = sum(map(bool, map(str.strip, split_lines(text))))
+    if n_lines <= cap:
+        return None
+    report = ValidationReport(source=name or "upload")
+    report.n_bytes, report.n_rows = len(data), max(0, n_lines - 1)
+    report.sha256 = hashlib.sha256(data).hexdigest()
+    report.add(None, "too_many_lines",
+               f"file has {n_lines:,} lines; a valid file has {n_test + 1:,} (the header and one line per test "
+               f"gid): it was refused after counting its lines, without checking each one (more than "
+               f"{cap:,} lines cannot be valid: a file for another competition, or rows repeated?)")
+    return report
+
+
+def validate_upload(source: Any, test_gids: Sequence[str], cite_set: Any, n_ids: int, max_bytes: int,
+                    name: str | None = None) -> ValidationReport:
+    """:func:`tmr_lib.submission.validate_submission` behind the early line cap (:func:`too_many_lines`).
+
+    Paths and file objects are read here first (within the size cap, as the validator would), so
+    the command line, the notebook and the web app give the same verdict on the same file.
+    """
+    source, name = _read_bounded(source, max_bytes, name)
+    if isinstance(source, bytes) and len(source) <= max_bytes:
+        early = too_many_lines(source, len(test_gids), name)
+        if early is not None:
+            return early
+    return validate_submission(source, test_gids, cite_set, n_ids=n_ids, max_bytes=max_bytes, name=name)
+
+
+def _read_bounded(source: Any, max_bytes: int, name: str | None) -> tuple[Any, str | None]:
+    """(bytes, name) for raw bytes, a readable file within the cap or a file object; else unchanged.
+
+    Whatever the validator reports unread (a missing file, a folder, a file over the cap) is left
+    to it, so its messages stay the same.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), name
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            if not path.is_file() or path.stat().st_size > max_bytes:
+                return source, name
+            return path.read_bytes(), name or path.name
+        except OSError:
+            return source, name
+    if hasattr(source, "read"):
+        data = source.read(max_bytes + 1)
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        return data, name or str(getattr(source, "name", "") or "upload")
+    return source, name
 
 
 @dataclass
@@ -82,9 +168,7 @@ class Scorer:
         self.max_bytes = size_limit(n, n_ids)
 
     def validate(self, source: Any, name: str | None = None) -> ValidationReport:
-        return validate_submission(
-            source, self.test_gids, self.cite_set, n_ids=self.n_ids, max_bytes=self.max_bytes, name=name
-        )
+        return validate_upload(source, self.test_gids, self.cite_set, self.n_ids, self.max_bytes, name)
 
     def score_report(self, report: ValidationReport) -> Scored:
         if not report.ok:

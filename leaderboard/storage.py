@@ -11,17 +11,19 @@ Layout of a competition directory::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import DatabaseBusy
+from .errors import DatabaseBusy, StorageError
 
 try:  # POSIX: serialise appends to log.jsonl between processes
     import fcntl
@@ -71,7 +73,13 @@ CREATE TABLE IF NOT EXISTS writeups (
     submission_id INTEGER REFERENCES submissions(id), written_at TEXT NOT NULL,
     body TEXT NOT NULL, sha256 TEXT NOT NULL, via TEXT NOT NULL);
 """
-APPEND_ONLY = ("queries", "cites", "submissions", "scores", "events", "writeups")
+#: Added later too: a compressed copy of every accepted file, so ``verify --repair`` can restore a
+#: deleted or altered ``archive/<sha256>.csv`` (created by :func:`ensure_copies` in older databases).
+COPIES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS archive_copies (
+    sha256 TEXT PRIMARY KEY, n_bytes INTEGER NOT NULL, zlib BLOB NOT NULL) WITHOUT ROWID;
+"""
+APPEND_ONLY = ("queries", "cites", "submissions", "scores", "events", "writeups", "archive_copies")
 
 
 def trigger_statements(tables: tuple[str, ...] = APPEND_ONLY) -> list[str]:
@@ -106,6 +114,33 @@ def is_busy_error(exc: BaseException) -> bool:
         "locked" in str(exc) or "busy" in str(exc))
 
 
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_error(exc: BaseException) -> StorageError | None:
+    """The :class:`StorageError` an exception means (disk full, read-only, I/O), or None for any other."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno is not None:
+        if exc.errno in _FULL_ERRNOS:
+            return StorageError("full", os.strerror(exc.errno))
+        if exc.errno in _READ_ONLY_ERRNOS:
+            return StorageError("read_only", os.strerror(exc.errno))
+        if exc.errno == errno.EIO:
+            return StorageError("io", os.strerror(exc.errno))
+        return None
+    if isinstance(exc, sqlite3.DatabaseError) and not is_busy_error(exc):
+        text = str(exc).lower()
+        if "full" in text:
+            return StorageError("full", "database or disk is full")
+        if "readonly" in text or "read-only" in text:
+            return StorageError("read_only", "attempt to write a read-only database")
+        if "disk i/o" in text or "unable to open" in text:
+            return StorageError("io", str(exc))
+    return None
+
+
 def connect(path: Path, wait_s: float | None = None) -> sqlite3.Connection:
     wait_s = default_wait() if wait_s is None else wait_s
     con = sqlite3.connect(str(path), timeout=wait_s, isolation_level=None, check_same_thread=False)
@@ -117,25 +152,42 @@ def connect(path: Path, wait_s: float | None = None) -> sqlite3.Connection:
 
 
 @contextmanager
-def write_transaction(con: sqlite3.Connection, wait_s: float = DEFAULT_WAIT) -> Iterator[sqlite3.Connection]:
+def write_transaction(con: sqlite3.Connection, wait_s: float = DEFAULT_WAIT,
+                      undo: list[Callable[[], None]] | None = None) -> Iterator[sqlite3.Connection]:
     """One serialised write transaction (BEGIN IMMEDIATE takes the write lock up front).
 
     A lock held elsewhere for longer than the connection's busy timeout raises
-    :class:`DatabaseBusy` before anything is written.
+    :class:`DatabaseBusy` before anything is written. When the body or the COMMIT fails, the
+    ``undo`` callables (e.g. removing a file written for this transaction) run first, then the
+    ROLLBACK; a full disk, a read-only folder or an I/O error becomes :class:`StorageError`.
     """
     try:
         con.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         if is_busy_error(exc):
             raise DatabaseBusy(wait_s) from None
+        err = storage_error(exc)
+        if err is not None:
+            raise err from exc
         raise
     try:
         yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    else:
         con.execute("COMMIT")
+    except BaseException as exc:
+        for step in reversed(undo or []):
+            try:
+                step()
+            except OSError:
+                pass  # verify reports (and --repair moves aside) whatever could not be undone
+        if con.in_transaction:  # SQLite may have rolled back already (a full disk at COMMIT)
+            try:
+                con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        err = storage_error(exc)
+        if err is not None and err is not exc:
+            raise err from exc
+        raise
 
 
 def create_database(path: Path, meta: dict[str, str], queries: Iterable[tuple], cites: Iterable[str]) -> None:
@@ -143,7 +195,7 @@ def create_database(path: Path, meta: dict[str, str], queries: Iterable[tuple], 
     con = connect(path)
     try:
         con.execute("PRAGMA journal_mode = WAL")
-        con.executescript(SCHEMA + WRITEUPS_SCHEMA + append_only_triggers())
+        con.executescript(SCHEMA + WRITEUPS_SCHEMA + COPIES_SCHEMA + append_only_triggers())
         con.execute("BEGIN")
         con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         con.executemany("INSERT INTO queries VALUES (?, ?, ?, ?, ?)", queries)
@@ -332,10 +384,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_archive(data: bytes, dest: Path) -> None:
-    """``data`` to ``dest`` (read-only) via a temporary file, fsync and a rename."""
+def write_archive(data: bytes, dest: Path) -> bool:
+    """``data`` to ``dest`` (read-only) via a temporary file, fsync and a rename.
+
+    Returns False when ``dest`` already held these bytes (nothing written). On any failure the
+    temporary file is removed (if it can be) and the error raised.
+    """
     if dest.exists() and sha256_file(dest) == dest.stem:
-        return
+        return False
     fd, tmp = tempfile.mkstemp(prefix=".incoming.", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -345,9 +401,53 @@ def write_archive(data: bytes, dest: Path) -> None:
         os.chmod(tmp, 0o444)
         os.replace(tmp, dest)
     except BaseException:
-        if os.path.exists(tmp):
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass  # left for verify (a temporary file) and --repair
         raise
+    return True
+
+
+# ----------------------------------------------------------------------------------------
+# the copies of accepted files in the database
+# ----------------------------------------------------------------------------------------
+def has_copies(con: sqlite3.Connection) -> bool:
+    return con.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'archive_copies'").fetchone() is not None
+
+
+def ensure_copies(con: sqlite3.Connection) -> None:
+    """Create the copies table (and its append-only triggers) in an older database; inside a write transaction."""
+    if has_copies(con):
+        return
+    for stmt in [COPIES_SCHEMA.strip()] + trigger_statements(("archive_copies",)):
+        con.execute(stmt)
+
+
+def insert_copy(con: sqlite3.Connection, sha256: str, data: bytes) -> None:
+    """Keep a compressed copy of an accepted file (once per sha256)."""
+    con.execute("INSERT OR IGNORE INTO archive_copies VALUES (?, ?, ?)", (sha256, len(data), zlib.compress(data, 6)))
+
+
+def read_copy(con: sqlite3.Connection, sha256: str) -> bytes | None:
+    """The stored copy of a file, checked against its sha256; None when there is none (or it is damaged)."""
+    if not has_copies(con):
+        return None
+    row = con.execute("SELECT zlib FROM archive_copies WHERE sha256 = ?", (sha256,)).fetchone()
+    if row is None:
+        return None
+    try:
+        data = zlib.decompress(row[0])
+    except zlib.error:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
+def copied_shas(con: sqlite3.Connection) -> set[str]:
+    if not has_copies(con):
+        return set()
+    return {r[0] for r in con.execute("SELECT sha256 FROM archive_copies")}
 
 
 # ----------------------------------------------------------------------------------------

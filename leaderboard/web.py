@@ -8,6 +8,10 @@ another site (``Sec-Fetch-Site``, or an ``Origin`` other than this server's) is 
 with 403 before it is read, so another page cannot make a visitor's browser submit, select
 or write a write-up here.
 
+Uploads are validated in worker processes (:mod:`leaderboard.workers`; ``serve --workers N``,
+default 1), so a flood of huge invalid files keeps the pages fast. A full disk or a read-only
+folder answers 507 (JSON from the API) and records nothing.
+
 Run it with ``python -m leaderboard serve`` (binds to 127.0.0.1 unless told otherwise).
 """
 
@@ -16,11 +20,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from tmr_lib.submission import ValidationReport
 
 from .core import (
     AuthError,
@@ -30,11 +36,12 @@ from .core import (
     InvalidSubmission,
     InvalidWriteup,
     LeaderboardError,
+    StorageError,
     WriteupsNotOpen,
 )
 from .render import board_csv, render
 from .rules import MAX_NOTE
-from .storage import is_busy_error
+from .storage import is_busy_error, storage_error
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
@@ -43,10 +50,22 @@ CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; for
 class _Site:
     """What every route needs: the per-request Competition, page rendering, the request's token."""
 
-    def __init__(self, app: Flask, path: Path, kwargs: dict[str, Any]):
+    def __init__(self, app: Flask, path: Path, kwargs: dict[str, Any], workers: int = 0):
         self.app, self.path, self.kwargs = app, path, kwargs
         self.shared: dict[str, Any] = {}  # the read-only Scorer (answers in memory), reused by every request
         self.lock = threading.Lock()
+        self.pool = None
+        if workers > 0:
+            from .workers import ValidationPool
+
+            self.pool = ValidationPool(workers)
+
+    def validator(self, c: Competition) -> Callable[[Any, str], ValidationReport] | None:
+        """What ``Competition.submit`` validates an upload with: the worker pool, or None (in-process)."""
+        if self.pool is None:
+            return None
+        scorer = c.scorer()
+        return lambda source, name: self.pool.validate(scorer, source, name)
 
     def comp(self) -> Competition:
         """One connection per request (closed at teardown); the scorer is shared."""
@@ -137,18 +156,20 @@ def _security_headers(resp: Response) -> Response:
     return resp
 
 
-def create_app(path: str | Path, now=None, wait: float | None = None) -> Flask:
+def create_app(path: str | Path, now=None, wait: float | None = None, workers: int = 0) -> Flask:
     """A Flask app serving the competition stored at ``path``.
 
     ``wait``: seconds a write waits for a busy database before answering 503 (default
-    $TMR_LEADERBOARD_WAIT or 60).
+    $TMR_LEADERBOARD_WAIT or 60). ``workers``: processes that validate uploads (0: in the serving
+    process; ``serve`` uses 1); the pool is ``app.extensions["tmr_pool"]`` (close it when done).
     """
     path = Path(path)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static files: no route that serves files at all
     kwargs: dict[str, Any] = {"now": now} if now else {}
     if wait is not None:
         kwargs["wait"] = wait
-    site = _Site(app, path, kwargs)
+    site = _Site(app, path, kwargs, workers)
+    app.extensions["tmr_pool"] = site.pool
     app.teardown_appcontext(site.close_comp)
     app.before_request(_refuse_cross_site)
     app.after_request(_security_headers)
@@ -199,14 +220,14 @@ def _submit_routes(app: Flask, site: _Site) -> None:
             return refused(400, "Not accepted", ["choose a CSV file to upload"])
         try:
             res = c.submit(upload.stream, token=site.token(), note=request.form.get("note", ""),
-                           filename=upload.filename, via="web")
+                           filename=upload.filename, via="web", validator=site.validator(c))
         except TooManyRejections as exc:
             resp = refused(429, "Not accepted — too many rejected files", [str(exc)])
             resp.headers["Retry-After"] = str(exc.retry_after)
             return resp
         except InvalidSubmission as exc:
             return refused(422, "Rejected — nothing was scored, no quota used", exc.report.format().splitlines())
-        except DatabaseBusy:
+        except (DatabaseBusy, StorageError):
             raise
         except LeaderboardError as exc:
             return refused(409, "Not accepted", [str(exc)])
@@ -242,7 +263,7 @@ def _team_routes(app: Flask, site: _Site) -> None:
         try:
             ids = [int(i) for i in request.form.getlist("selected")]
             c.select(None, ids, team_id=t["id"])
-        except DatabaseBusy:
+        except (DatabaseBusy, StorageError):
             raise
         except (ValueError, LeaderboardError) as exc:
             msg = str(exc) if isinstance(exc, LeaderboardError) else "bad submission number"
@@ -264,7 +285,7 @@ def _writeup_routes(app: Flask, site: _Site) -> None:
                                    message_lines=[str(exc)])
         try:
             res = c.set_writeup(request.form.get("text", ""), token=token, via="web")
-        except DatabaseBusy:
+        except (DatabaseBusy, StorageError):
             raise
         except WriteupsNotOpen as exc:
             return site.team_page(c, t, token, 409, message=True, message_class="err",
@@ -290,7 +311,7 @@ def _writeup_routes(app: Flask, site: _Site) -> None:
             return jsonify(saved=False, error=str(exc), opens_at=exc.opens_at or None), 409
         except InvalidWriteup as exc:
             return jsonify(saved=False, error=str(exc)), 422
-        except DatabaseBusy:
+        except (DatabaseBusy, StorageError):
             raise
         except LeaderboardError as exc:
             return jsonify(saved=False, error=str(exc)), 409
@@ -343,7 +364,8 @@ def _api_routes(app: Flask, site: _Site) -> None:
         data = upload.stream if upload is not None else request.get_data()
         try:
             res = c.submit(data, token=site.token(), note=request.form.get("note", ""),
-                           filename=(upload.filename if upload is not None else None) or "upload.csv", via="api")
+                           filename=(upload.filename if upload is not None else None) or "upload.csv", via="api",
+                           validator=site.validator(c))
         except AuthError as exc:
             return jsonify(accepted=False, error=str(exc)), 403
         except TooManyRejections as exc:
@@ -352,7 +374,7 @@ def _api_routes(app: Flask, site: _Site) -> None:
         except InvalidSubmission as exc:
             return jsonify(accepted=False, error="invalid submission", report=exc.report.format(),
                            problems=[p.message for p in exc.report.problems]), 422
-        except DatabaseBusy:
+        except (DatabaseBusy, StorageError):
             raise
         except LeaderboardError as exc:
             return jsonify(accepted=False, error=str(exc)), 409
@@ -384,7 +406,7 @@ def _error_handlers(app: Flask, site: _Site) -> None:
                    f"up to {limit:.0f} MB): nothing was scored, no quota used")
         try:  # recorded like any rejection (the team is known only from a Bearer token: the form is unread)
             site.comp().log_too_large(site.bearer(), request.content_length)
-        except DatabaseBusy:
+        except (DatabaseBusy, StorageError):
             pass
         if request.path.startswith("/api/"):
             return jsonify(accepted=False, error=msg), 413
@@ -403,10 +425,26 @@ def _error_handlers(app: Flask, site: _Site) -> None:
         resp.headers["Retry-After"] = str(exc.retry_after)
         return resp
 
+    @app.errorhandler(StorageError)
+    def storage(exc: StorageError):
+        if request.path.startswith("/api/"):
+            resp = jsonify(accepted=False, saved=False, error=str(exc), storage=exc.kind, retry_after=exc.retry_after)
+            resp.status_code = 507
+        else:
+            resp = site.page("form.html", 507, form="submit" if request.path == "/submit" else None,
+                             title="Not saved", message=True, message_class="err",
+                             message_title="The leaderboard could not save — nothing was recorded",
+                             message_lines=[str(exc)])
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
+
     @app.errorhandler(sqlite3.OperationalError)
     def locked(exc: sqlite3.OperationalError):
         if not is_busy_error(exc):
-            raise exc
+            err = storage_error(exc)
+            if err is None:
+                raise exc
+            return storage(err)
         return busy(DatabaseBusy(site.comp().wait))
 
     @app.errorhandler(HTTPException)
@@ -414,11 +452,17 @@ def _error_handlers(app: Flask, site: _Site) -> None:
         return Response(f"{exc.code} {exc.name}\n", status=exc.code, mimetype="text/plain")
 
 
-def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8000, wait: float | None = None) -> None:
-    """Serve until interrupted (multi-threaded WSGI server from Werkzeug)."""
+def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8000, wait: float | None = None,
+          workers: int = 1) -> None:
+    """Serve until interrupted (multi-threaded WSGI server from Werkzeug; uploads validated in
+    ``workers`` processes, started before the first request)."""
     from werkzeug.serving import make_server
 
-    app = create_app(path, wait=wait)
+    app = create_app(path, wait=wait, workers=workers)
+    pool = app.extensions["tmr_pool"]
+    if pool is not None:
+        with Competition(path, wait=wait) as c:
+            pool.start(c.scorer())
     server = make_server(host, port, app, threaded=True)
     shown = f"http://{host}:{server.server_port}/"
     print(f"Leaderboard at {shown}  (Ctrl+C to stop)", flush=True)
@@ -431,3 +475,5 @@ def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8000, wait: flo
         pass
     finally:
         server.server_close()
+        if pool is not None:
+            pool.close()
