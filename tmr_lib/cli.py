@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from . import pipeline_cli
+from .views import add_views_parser
 
 
 def _add_data_commands(sub) -> None:
@@ -90,33 +91,61 @@ def _cmd_sheet(args) -> int:
 
 def _add_pretrain_commands(sub) -> None:
     p = sub.add_parser("pretrain", help="self-supervised pretraining of a mark encoder (CPU or GPU)",
-                       description="Pretrain a small encoder on open marks with NT-Xent; resumable.")
+                       description="Pretrain a small encoder with NT-Xent on open marks (--source scenes, the "
+                                   "tmr-marks recipe) or on formula-driven images (--source formula --views generic, "
+                                   "the teaching start: no mark, no category change); resumable.")
     p.add_argument("--out", default="runs/pretrain", help="folder for last.pt, history and the pair pool")
+    p.add_argument("--source", choices=["scenes", "formula"], default="scenes",
+                   help="scenes: mark pairs made with the four categories; formula: fractals, contours, polygons")
+    p.add_argument("--views", choices=["marks", "generic"], default="marks",
+                   help="marks: tmr-marks' views (quarter turns, mirrors, inversion...); generic: crop, ink jitter, blur")
+    p.add_argument("--positives", choices=["category", "instance"], default="category",
+                   help="formula source: two instances of one formula attract (category) or two views of one (instance)")
+    p.add_argument("--n-categories", type=int, default=1000, help="formula source: formulas in the pool")
+    p.add_argument("--per-category", type=int, default=16, help="formula source: jittered renders of each")
+    p.add_argument("--pool-size", type=int, default=128, help="rendered canvas of the pool (px)")
     p.add_argument("--backbone", default="mobilenetv3_large_100")
     p.add_argument("--image-size", type=int, default=112)
     p.add_argument("--n-pairs", type=int, default=20000, help="rendered pairs in the pool")
     p.add_argument("--batch-pairs", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--temperature", type=float, default=0.1)
+    p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--minutes", type=float, default=30.0, help="stop after this long (a checkpoint is kept)")
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--checkpoint-steps", type=int, default=None, help="steps between two last.pt (default 500)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    p.add_argument("--keep-every", type=int, default=None,
+                   help="also keep the weights as step-N.pt every N steps (choose one by validation later)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--pool", default=None, help="where the pair pool .npy lives (default inside --out)")
     p.add_argument("--resume", default=None, help="continue from a last.pt")
     p.add_argument("--export", default=None, help="also write the fp16 safetensors weights here")
+    p.add_argument("--validate", default=None, metavar="DATA",
+                   help="then score it zero-shot on DATA's train pairs (validation, not the test answers), "
+                        "beside raw pixels and a random init")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (a log line per checkpoint)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_pretrain)
 
 
 def _cmd_pretrain(args) -> int:
-    from .pretrain import PretrainConfig, export_weights, pretrain
+    from .pretrain import PretrainConfig, export_weights, pretrain, zero_shot_validation
 
-    cfg = PretrainConfig(backbone=args.backbone, image_size=args.image_size, n_pairs=args.n_pairs,
-                         batch_pairs=args.batch_pairs, lr=args.lr, minutes=args.minutes,
-                         max_steps=args.max_steps, workers=args.workers, seed=args.seed)
-    ck = pretrain(cfg, args.out, resume=args.resume, pool_path=args.pool)
+    cfg = PretrainConfig(backbone=args.backbone, image_size=args.image_size, pool_size=args.pool_size,
+                         n_pairs=args.n_pairs, batch_pairs=args.batch_pairs, lr=args.lr,
+                         temperature=args.temperature, warmup_steps=args.warmup_steps, minutes=args.minutes,
+                         max_steps=args.max_steps, workers=args.workers, seed=args.seed, source=args.source,
+                         views=args.views, positives=args.positives, n_categories=args.n_categories,
+                         per_category=args.per_category, threads=args.threads,
+                         checkpoint_steps=args.checkpoint_steps, keep_every=args.keep_every)
+    ck = pretrain(cfg, args.out, resume=args.resume, pool_path=args.pool, progress=not args.no_progress,
+                  log=lambda m: print(m, flush=True))
     print(f"checkpoint: {ck}")
     if args.export:
         print(f"weights: {export_weights(ck, args.export)}")
+    if args.validate:
+        zero_shot_validation({f"this checkpoint ({ck})": ck}, args.validate)  # at 112 px, the cpu recipe's size
     return 0
 
 
@@ -164,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain_commands(sub)
     _add_heldout_command(sub)
     pipeline_cli.register(sub)  # train, predict, demo (torch is imported only when they run)
+    add_views_parser(sub)  # tmr views: measured rates of the augmentations beside the declared ones
     return p
 
 
