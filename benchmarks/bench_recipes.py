@@ -63,7 +63,7 @@ def part_postprocess(report: Report, quick: bool) -> dict:
     out = {}
     for n in range(1, 9):
         r, answers, group = constructed_competition(n, groups=60 if quick else 150)
-        kit = r.postprocess(keep=15, name="kit: keep 15")
+        kit = r.postprocess(keep=15, recipe="kit", name="kit: keep 15")
         exact = r.postprocess(recipe="2nd-place", name="2nd place: keep 16 - n")
         kept = {name: float(np.mean([len(set(row) & g) for row, g in zip(x.ranked, group)]))
                 for name, x in (("kit", kit), ("2nd-place", exact))}
@@ -106,7 +106,7 @@ def part_train(report: Report, data: str, pretrained: str | None, quick: bool) -
         out[name] = {"recall@20": m["recall"][20], "plain recall@20": pred.plain.metrics(answers)["recall"][20],
                      "val_recall@20": [r.best_recall for r in summary.results],
                      "best_epoch": [r.best_epoch for r in summary.results], "seconds": round(secs, 1),
-                     "by_category": m.get("by_category")}
+                     "per_category": m.get("per_category")}
     kit, exact = runs["kit"][0], runs["2nd-place"][0]
     answers = runs["kit"][1]
     cmp = kit.retrieval.compare(exact.retrieval, answers, n_resamples=1000, seed=0)

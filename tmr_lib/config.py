@@ -229,6 +229,10 @@ def _coerce(cfg: Config, key: str, value: Any) -> Any:
 # was pretrained on millions of synthetic pairs of the same four kinds; 1,158 labelled pairs add
 # little to it in minutes. So the cpu preset fine-tunes gently, validates epoch 0 too and keeps
 # the best epoch, which may be the starting weights; the demo says which it kept.
+# Its method is the kit's (method="kit" with the checkpoint's own views): the 2nd place's method at this
+# scale (method="2nd-place": their views, lr 1e-4 unfrozen, XBM from step 1, epoch cosine, Euclidean
+# search) fell from 0.951 to 0.748 on the held-out fold in its first epoch and kept the start: test
+# Recall@20 0.872 for both, +0.000 [-0.007, +0.007] (benchmarks/bench_recipes.py --part train, 2026-12-03).
 # For a random start pass --pretrained random and the recipe above (--set image_size=64 ...).
 PRESETS: dict[str, Config] = {
     "ci": Config(
