@@ -147,3 +147,13 @@ def test_the_test_time_zoom_out_draws_no_gray_frame():
     black = torch.zeros((1, 3, 112, 112), dtype=torch.uint8)
     out = inference_transform(black, 0.9)
     assert out[0, :, 0, 0].tolist() == [255, 255, 255] and out[0, :, 56, 56].tolist() == [0, 0, 0]
+
+
+def test_the_command_line_help_lists_every_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "tmr_lib", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for command in ("train", "predict", "demo", "pretrain", "views", "ablate", "contest"):
+        assert command in out.stdout

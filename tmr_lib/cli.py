@@ -7,6 +7,9 @@
     tmr train | predict | demo                         the pipeline (see README; `make demo`)
     tmr pretrain --minutes 30                          pretrain a mark encoder (resumable)
     tmr heldout --model runs/cpu                       score it on marks pretraining never saw
+    tmr views --recipe 2nd-place                       measured augmentation rates beside the declared ones
+    tmr ablate --preset cpu                            the 2nd-place steps one at a time, gains with 95 % intervals
+    tmr contest simulate --preset ci                   the ablation's recipes as teams on the real leaderboard
 
 Heavy libraries (torch) are imported only by the commands that need them.
 """
@@ -17,6 +20,8 @@ import sys
 from pathlib import Path
 
 from . import pipeline_cli
+from .ablate import add_ablate_parser
+from .contest import add_contest_parser
 from .views import add_views_parser
 
 
@@ -194,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_heldout_command(sub)
     pipeline_cli.register(sub)  # train, predict, demo (torch is imported only when they run)
     add_views_parser(sub)  # tmr views: measured rates of the augmentations beside the declared ones
+    add_ablate_parser(sub)  # tmr ablate: the 2nd-place ladder, each gain with its 95 % paired interval
+    add_contest_parser(sub)  # tmr contest simulate: the ladder's rungs as teams on the real leaderboard
     return p
 
 
