@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "leaderboard_fixtures"))
-from lbfix import make_dataset, ranked_lists, write_csv  # noqa: E402
+from lbfix import Clock, make_dataset, ranked_lists, write_csv  # noqa: E402
 
 from leaderboard import (  # noqa: E402
     AuthError,
@@ -28,17 +28,6 @@ from leaderboard import (  # noqa: E402
 from leaderboard.render import board_csv, board_html, csv_safe, export  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "leaderboard_fixtures"
-
-
-class Clock:
-    def __init__(self, start: str = "2025-03-03T10:00:00+00:00"):
-        self.t = datetime.fromisoformat(start)
-
-    def __call__(self) -> datetime:
-        return self.t
-
-    def advance(self, **kw) -> None:
-        self.t += timedelta(**kw)
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "leaderboard_fixtures"))
-from lbfix import make_dataset, ranked_lists, write_csv  # noqa: E402
+from lbfix import Clock, make_dataset, ranked_lists, write_csv  # noqa: E402
 
 from leaderboard import Competition  # noqa: E402
 from leaderboard.booklet import booklet_html  # noqa: E402
@@ -28,17 +28,6 @@ from tmr_lib.metrics import paired_bootstrap, query_hits  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-class Clock:
-    def __init__(self, start: str = "2025-03-03T10:00:00+00:00"):
-        self.t = datetime.fromisoformat(start)
-
-    def __call__(self) -> datetime:
-        return self.t
-
-    def advance(self, **kw) -> None:
-        self.t += timedelta(**kw)
 
 
 @pytest.fixture()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "leaderboard_fixtures"))
-from lbfix import make_dataset, ranked_lists, write_csv  # noqa: E402
+from lbfix import Clock, make_dataset, ranked_lists, write_csv  # noqa: E402
 
 import leaderboard  # noqa: E402
 from leaderboard import Competition, InvalidWriteup, LeaderboardError, WriteupsNotOpen  # noqa: E402
@@ -27,17 +27,6 @@ from leaderboard.markdown import render_markdown, safe_url  # noqa: E402
 from leaderboard.render import board_html, export  # noqa: E402
 from leaderboard.web import create_app  # noqa: E402
 from leaderboard.writeups import MAX_WRITEUP_BYTES, title  # noqa: E402
-
-
-class Clock:
-    def __init__(self, start: str = "2025-03-03T10:00:00+00:00"):
-        self.t = datetime.fromisoformat(start)
-
-    def __call__(self) -> datetime:
-        return self.t
-
-    def advance(self, **kw) -> None:
-        self.t += timedelta(**kw)
 
 
 @pytest.fixture()

@@ -103,3 +103,20 @@ def demo_competition(root: Path, n_test: int = 200, now=None):
             path = write_csv(root / f"sub_{k}_{j}.csv", ranked_lists(ds, hits, seed=10 * k + j))
             comp.submit(path, team, note=f"try {j + 1}")
     return comp, tokens, ds
+
+
+class Clock:
+    """A clock the tests move by hand (Competition(now=clock))."""
+
+    def __init__(self, start: str = "2025-03-03T10:00:00+00:00"):
+        from datetime import datetime
+
+        self.t = datetime.fromisoformat(start)
+
+    def __call__(self):
+        return self.t
+
+    def advance(self, **kw) -> None:
+        from datetime import timedelta
+
+        self.t += timedelta(**kw)
