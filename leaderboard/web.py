@@ -105,6 +105,15 @@ class _Site:
         return self.page("form.html", status, form="token", title="My submissions", form_title="My submissions",
                          token_label="Team token", action=url_for("team_post"), **ctx)
 
+    def team_or_refusal(self, c: Competition, token: str) -> tuple[dict[str, Any] | None, Response | None]:
+        """(the token's team, None), or (None, the token form with a 403 "Not accepted" message): every
+        form route that acts for a team starts with this."""
+        try:
+            return c.team_for_token(token), None
+        except AuthError as exc:
+            return None, self.token_form(403, message=True, message_class="err", message_title="Not accepted",
+                                         message_lines=[str(exc)])
+
     def team_page(self, c: Competition, team: dict[str, Any], token: str, status: int = 200,
                   **ctx: Any) -> Response:
         s = c.settings()
@@ -244,22 +253,18 @@ def _team_routes(app: Flask, site: _Site) -> None:
     @app.post("/team")
     def team_post() -> Response:
         c = site.comp()
-        try:
-            t = c.team_for_token(site.token())
-        except AuthError as exc:
-            return site.token_form(403, message=True, message_class="err", message_title="Not accepted",
-                                   message_lines=[str(exc)])
+        t, refused = site.team_or_refusal(c, site.token())
+        if refused is not None:
+            return refused
         return site.team_page(c, t, site.token())
 
     @app.post("/select")
     def select() -> Response:
         c = site.comp()
         token = site.token()
-        try:
-            t = c.team_for_token(token)
-        except AuthError as exc:
-            return site.token_form(403, message=True, message_class="err", message_title="Not accepted",
-                                   message_lines=[str(exc)])
+        t, refused = site.team_or_refusal(c, token)
+        if refused is not None:
+            return refused
         try:
             ids = [int(i) for i in request.form.getlist("selected")]
             c.select(None, ids, team_id=t["id"])
@@ -278,11 +283,9 @@ def _writeup_routes(app: Flask, site: _Site) -> None:
     def writeup_post() -> Response:
         c = site.comp()
         token = site.token()
-        try:
-            t = c.team_for_token(token)
-        except AuthError as exc:
-            return site.token_form(403, message=True, message_class="err", message_title="Not accepted",
-                                   message_lines=[str(exc)])
+        t, refused = site.team_or_refusal(c, token)
+        if refused is not None:
+            return refused
         try:
             res = c.set_writeup(request.form.get("text", ""), token=token, via="web")
         except (DatabaseBusy, StorageError):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "leaderboard_fixtures"))
-from lbfix import make_dataset, ranked_lists, write_csv  # noqa: E402
+from lbfix import sub, make_dataset, ranked_lists, write_csv  # noqa: E402
 
 from leaderboard import Competition  # noqa: E402
 from leaderboard import storage  # noqa: E402
@@ -34,11 +34,6 @@ def comp(ds, tmp_path):
     c.tokens = tokens
     yield c
     c.close_db()
-
-
-def sub(ds, tmp_path, k: int) -> Path:
-    hits = {g: (1 + (i + k) % 20 if (i + k) % 3 else None) for i, g in enumerate(ds["test"])}
-    return write_csv(tmp_path / f"s{k}.csv", ranked_lists(ds, hits, seed=k))
 
 
 def kinds(comp) -> list[str]:

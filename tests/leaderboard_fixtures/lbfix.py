@@ -120,3 +120,9 @@ class Clock:
         from datetime import timedelta
 
         self.t += timedelta(**kw)
+
+
+def sub(ds, tmp_path, k: int) -> Path:
+    """Submission k: a varied but deterministic ranking (about two thirds of the queries hit)."""
+    hits = {g: (1 + (i + k) % 20 if (i + k) % 3 else None) for i, g in enumerate(ds["test"])}
+    return write_csv(tmp_path / f"s{k}.csv", ranked_lists(ds, hits, seed=k))
