@@ -182,9 +182,9 @@ def test_heldout_marks_build_draws_only_marks_pretraining_never_saw(tmp_path, mo
     seen = {}
     real = builder.make_plan
 
-    def spy(spec, seed, n_refs):
+    def spy(spec, seed, n_refs, query_refs=None):
         seen["n_refs"] = n_refs
-        return real(spec, seed, n_refs)
+        return real(spec, seed, n_refs, query_refs)
 
     monkeypatch.setattr(builder, "make_plan", spy)
     tiny = replace(BUILD_PRESETS["ci"], name="tiny", n_cite=80, n_train_queries=30, n_test_queries=10, image_size=96)
@@ -197,6 +197,34 @@ def test_heldout_marks_build_draws_only_marks_pretraining_never_saw(tmp_path, mo
         build_competition(tmp_path / "x", preset=tiny, marks="heldout", marks_dir=tmp_path, progress=False)
     with pytest.raises(BuildError, match="unknown marks 'mine'"):
         build_competition(tmp_path / "y", preset=tiny, marks="mine", progress=False)
+
+
+def test_queries_are_made_only_of_query_marks():
+    """Every query (its cite and any mark it adds) is made of query marks, so the teaching start,
+    pretrained on the other half, never saw a mark of any competition's queries; the split is by
+    identity, so a subset (the held-out set) keeps each mark's side."""
+    from tmr_lib import scenes
+    from tmr_lib.marks import default_catalogue, query_mark, query_mark_indices
+    from tmr_lib.pretrain import split_marks, teaching_marks
+
+    refs = default_catalogue()
+    q = query_mark_indices(refs)
+    assert 0.4 < len(q) / len(refs) < 0.6
+    held = [refs[i] for i in split_marks(refs)[1]]
+    assert {r.name for r in (held[i] for i in query_mark_indices(held))} <= {refs[i].name for i in q}
+    assert not any(query_mark(r) for r in teaching_marks(refs)) and len(teaching_marks(refs)) == len(refs) - len(q)
+    plan = builder.make_plan(BUILD_PRESETS["ci"], 3, len(refs), q)
+    allowed = set(q.tolist())
+    for k, c in enumerate(plan.query_cite):
+        cite = plan.cite_scene(int(c))
+        assert {m["ref"] for m in cite["marks"]} <= allowed
+        for attempt in range(2):
+            scene, _, _ = scenes.derive_query(cite, int(plan.query_category[k]), builder._rng(3, 4, k, attempt),
+                                              plan.query_refs)
+            assert {m["ref"] for m in scene["marks"]} <= allowed
+    assert any(not {m["ref"] for m in plan.cite_scene(i)["marks"]} <= allowed for i in range(plan.n_cite))
+    with pytest.raises(BuildError, match="not enough cites made of query marks"):
+        builder.make_plan(BUILD_PRESETS["ci"], 0, len(refs), q[:1])
 
 
 def test_identical_drawings_are_redrawn_not_kept(tmp_path):

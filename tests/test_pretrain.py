@@ -208,6 +208,22 @@ def test_formula_pretraining_runs_checkpoints_in_rounds_and_resumes(tmp_path, mo
                    tmp_path / "bad", progress=False, log=lambda *_: None)
 
 
+def test_marks_source_draws_only_non_query_marks_alone(tmp_path, monkeypatch):
+    """source="marks" (the teaching start): each non-query mark alone, two generic views of it attract."""
+    from tmr_lib.marks import default_catalogue, query_mark
+
+    few = [r for r in default_catalogue() if not query_mark(r)][:10]
+    monkeypatch.setattr(P, "teaching_marks", lambda refs=None: few)
+    cfg = P.PretrainConfig(backbone="mobilenetv3_small_050", image_size=40, pool_size=48, embed_dim=32,
+                           source="marks", views="generic", batch_pairs=4, max_steps=2, checkpoint_steps=2,
+                           minutes=2, threads=1, warmup_steps=1)
+    P.pretrain(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
+    pool = np.load(tmp_path / "run" / "marks-10-48.npy")
+    assert pool.shape == (10, 1, 48, 48) and (pool < 128).any() and (pool[:, :, 0, 0] > 200).all()  # ink on paper
+    summary = __import__("json").loads((tmp_path / "run" / "pretrain_summary.json").read_text())
+    assert summary["source"] == "marks" and summary["n_marks"] == 10 and summary["query_marks_used"] == 0
+
+
 def test_pretrain_command_takes_the_teaching_start_options(tmp_path, monkeypatch):
     """`tmr pretrain --source formula --views generic --threads 1 ...` reaches PretrainConfig as given."""
     from tmr_lib import cli

@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 
 from . import scenes
-from .marks import MarkRef, cpu_count, default_catalogue, user_marks
+from .marks import MarkRef, cpu_count, default_catalogue, query_mark_indices, user_marks
 
-FORMAT = "tmr-kit competition v1"
+FORMAT = "tmr-kit competition v2"  # v2: queries are made only of query marks (marks.query_mark)
 CATEGORY_SHARE = {2: 0.30, 3: 0.49, 4: 0.16, 5: 0.05}  # the real competition's proportions
 FILE_TIME = 1640995200  # 2022-01-01T00:00:00Z on every file: dates must not leak anything
 MIN_QUERY_DISTANCE = 3.0  # mean gray-level difference (of 255) below which a query is "trivial"
@@ -90,6 +90,7 @@ class Plan:
     query_is_test: np.ndarray
     answers: list[list[int]]  # correct cite indices per query
     dropped: set
+    query_refs: np.ndarray  # the marks queries are made of (marks.query_mark); no other mark is in a query
 
     def cite_scene(self, i: int, attempt: int = 0) -> dict:
         if attempt:  # a redraw of a cite whose first drawing collided with another cite's pixels
@@ -97,13 +98,7 @@ class Plan:
         if i >= self.n_primary:
             j = i - self.n_primary
             return scenes.variant_registration(self.cite_scene(self.variant_of[j]), _rng(self.seed, 3, j))
-        rng = _rng(self.seed, 1, i)
-        if i < len(self.single_refs):
-            return scenes.random_scene(rng, self.n_refs, "single", ref=int(self.single_refs[i]))
-        w = scenes.LAYOUT_WEIGHTS.copy()
-        w[scenes.LAYOUTS.index("single")] = 0.0
-        layout = str(rng.choice(scenes.LAYOUTS, p=w / w.sum()))
-        return scenes.random_scene(rng, self.n_refs, layout)
+        return primary_scene(self.seed, self.n_refs, self.single_refs, i)
 
     @property
     def n_cite(self) -> int:
@@ -119,7 +114,23 @@ def category_counts(n: int) -> dict[int, int]:
     return counts
 
 
-def make_plan(preset: BuildPreset, seed: int, n_refs: int) -> Plan:
+def primary_scene(seed: int, n_refs: int, single_refs: np.ndarray, i: int) -> dict:
+    """Primary cite i's scene: base mark single_refs[i] alone, or a random composition."""
+    rng = _rng(seed, 1, i)
+    if i < len(single_refs):
+        return scenes.random_scene(rng, n_refs, "single", ref=int(single_refs[i]))
+    w = scenes.LAYOUT_WEIGHTS.copy()
+    w[scenes.LAYOUTS.index("single")] = 0.0
+    layout = str(rng.choice(scenes.LAYOUTS, p=w / w.sum()))
+    return scenes.random_scene(rng, n_refs, layout)
+
+
+def make_plan(preset: BuildPreset, seed: int, n_refs: int, query_refs: np.ndarray | None = None) -> Plan:
+    """The competition's plan. Queries (train and test) derive only from cites made wholly of
+    `query_refs` (default: every mark), and a mark a query adds is one of them too."""
+    query_refs = np.arange(n_refs) if query_refs is None else np.asarray(query_refs, dtype=np.int64)
+    allowed = np.zeros(n_refs, dtype=bool)
+    allowed[query_refs] = True
     rng = _rng(seed, 0)
     n_q = preset.n_train_queries + preset.n_test_queries
     n_single = int(min(n_refs, round(preset.n_cite * float(scenes.LAYOUT_WEIGHTS[0]))))
@@ -134,12 +145,18 @@ def make_plan(preset: BuildPreset, seed: int, n_refs: int) -> Plan:
     order = iter(rng.permutation(n_primary))
     query_cite = np.empty(n_q, dtype=np.int64)
     used: list[int] = []
-    text_only = {}
+    scene_refs: dict[int, list[int]] = {}
+
+    def refs_of(i: int) -> list[int]:
+        if i not in scene_refs:
+            scene_refs[i] = [m["ref"] for m in primary_scene(seed, n_refs, single_refs, i)["marks"]]
+        return scene_refs[i]
 
     def is_text_only(i: int) -> bool:
-        if i not in text_only:
-            text_only[i] = not _plan_scene_marks(seed, n_refs, single_refs, i)
-        return text_only[i]
+        return not refs_of(i)
+
+    def of_query_marks(i: int) -> bool:
+        return all(allowed[r] for r in refs_of(i))
 
     for q in range(n_q):
         need_marks = cats[q] == 5
@@ -149,13 +166,14 @@ def make_plan(preset: BuildPreset, seed: int, n_refs: int) -> Plan:
                 query_cite[q] = cand[int(rng.integers(len(cand)))]
                 continue
         for c in order:
-            if need_marks and is_text_only(int(c)):
+            if (need_marks and is_text_only(int(c))) or not of_query_marks(int(c)):
                 continue
             query_cite[q] = int(c)
             used.append(int(c))
             break
         else:
-            raise BuildError(f"preset {preset.name}: not enough cites for {n_q} queries")
+            raise BuildError(f"preset {preset.name}: not enough cites made of query marks ({len(query_refs)} of "
+                             f"{n_refs} marks) for {n_q} queries: give more marks or build a larger preset")
 
     # Some marks are registered twice: both registrations are correct answers.
     distinct = sorted(set(query_cite.tolist()))
@@ -174,18 +192,8 @@ def make_plan(preset: BuildPreset, seed: int, n_refs: int) -> Plan:
 
     is_test = np.zeros(n_q, dtype=bool)
     is_test[rng.permutation(n_q)[: preset.n_test_queries]] = True
-    return Plan(preset, seed, n_refs, single_refs, n_primary, variant_of, query_cite, cats, is_test, answers, dropped)
-
-
-def _plan_scene_marks(seed: int, n_refs: int, single_refs: np.ndarray, i: int) -> int:
-    """Number of base marks in primary cite i (text-only cites have none)."""
-    if i < len(single_refs):
-        return 1
-    rng = _rng(seed, 1, i)
-    w = scenes.LAYOUT_WEIGHTS.copy()
-    w[scenes.LAYOUTS.index("single")] = 0.0
-    layout = str(rng.choice(scenes.LAYOUTS, p=w / w.sum()))
-    return 0 if layout == "text" else 1
+    return Plan(preset, seed, n_refs, single_refs, n_primary, variant_of, query_cite, cats, is_test, answers, dropped,
+                query_refs)
 
 
 def random_gids(rng: np.random.Generator, n: int) -> list[str]:
@@ -231,7 +239,7 @@ def _render_query(job: tuple[int, str]) -> tuple[int, str, float, int, bytes | N
     best = None
     for attempt in range(6):
         rng = _rng(plan.seed, 4, q, attempt)
-        scene, ops, how = scenes.derive_query(cite, int(plan.query_category[q]), rng, plan.n_refs)
+        scene, ops, how = scenes.derive_query(cite, int(plan.query_category[q]), rng, plan.query_refs)
         if attempt >= 3:  # e.g. a symmetric mark whose rotation looks the same: redraw it less faithfully
             ops = ops + [{"op": "rotate", "deg": float(rng.choice([-1, 1]) * rng.uniform(4, 8))},
                          {"op": "lowres", "factor": float(rng.uniform(1.5, 2.5))}]
@@ -346,7 +354,7 @@ def build_competition(
         refs = [refs[i] for i in split_marks(refs)[1]]
     if len(refs) < 8:
         raise BuildError(f"{len(refs)} usable mark(s) in {marks_dir}: at least 8 are needed to build a competition.")
-    plan = make_plan(spec, seed, len(refs))
+    plan = make_plan(spec, seed, len(refs), query_mark_indices(refs))
 
     rng = _rng(seed, 5)
     n_q = len(plan.query_cite)

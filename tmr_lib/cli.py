@@ -97,11 +97,13 @@ def _cmd_sheet(args) -> int:
 def _add_pretrain_commands(sub) -> None:
     p = sub.add_parser("pretrain", help="self-supervised pretraining of a mark encoder (CPU or GPU)",
                        description="Pretrain a small encoder with NT-Xent on open marks (--source scenes, the "
-                                   "tmr-marks recipe) or on formula-driven images (--source formula --views generic, "
-                                   "the teaching start: no mark, no category change); resumable.")
+                                   "tmr-marks recipe), on the marks no query uses, each alone (--source marks --views generic, "
+                                   "the teaching start: no query mark, no category change) or on formula-driven "
+                                   "images (--source formula); resumable.")
     p.add_argument("--out", default="runs/pretrain", help="folder for last.pt, history and the pair pool")
-    p.add_argument("--source", choices=["scenes", "formula"], default="scenes",
-                   help="scenes: mark pairs made with the four categories; formula: fractals, contours, polygons")
+    p.add_argument("--source", choices=["scenes", "formula", "marks"], default="scenes",
+                   help="scenes: mark pairs made with the four categories; marks: each non-query mark alone; "
+                        "formula: fractals, contours, polygons")
     p.add_argument("--views", choices=["marks", "generic"], default="marks",
                    help="marks: tmr-marks' views (quarter turns, mirrors, inversion...); generic: crop, ink jitter, blur")
     p.add_argument("--positives", choices=["category", "instance"], default="category",

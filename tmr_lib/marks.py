@@ -140,6 +140,33 @@ def default_catalogue() -> list[MarkRef]:
     return fontawesome_marks() + dejavu_marks()
 
 
+#: share of every catalogue's marks that competition queries may use (the rest never appear in a query)
+QUERY_SHARE = 0.5
+
+
+def query_mark(ref: MarkRef) -> bool:
+    """True when `ref` is one of the marks competition queries are made of.
+
+    Why: the teaching start stands in for ImageNet, which never saw the competition's marks. So
+    the builder makes every query (train and test) only from *query marks*, and the teaching start
+    is pretrained only on the others. The split is a hash of the mark's identity, not of its place
+    in a list, so it holds for every competition: any seed, any size, the held-out set (a subset of
+    the catalogue keeps each mark's side), a user's folder."""
+    digest = hashlib.sha1(f"{ref.source}:{ref.family}:{ref.name}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < QUERY_SHARE
+
+
+def query_mark_indices(refs: list[MarkRef]) -> np.ndarray:
+    """Indices of the query marks of `refs` (:func:`query_mark`); for a small user folder whose hash
+    split came out lopsided (under a quarter on one side), the lower-hash half by rank instead."""
+    flags = np.array([query_mark(r) for r in refs], dtype=bool)
+    if len(refs) and not (len(refs) / 4 <= flags.sum() <= 3 * len(refs) / 4):
+        keys = [hashlib.sha1(f"{r.source}:{r.family}:{r.name}".encode()).digest() for r in refs]
+        flags[:] = False
+        flags[np.argsort(keys, kind="stable")[: max(1, int(round(len(refs) * QUERY_SHARE)))]] = True
+    return np.flatnonzero(flags)
+
+
 # --------------------------------------------------------------------------- drawing
 
 

@@ -305,7 +305,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: str | Path | None
     torch.manual_seed(cfg.seed)
     model = Encoder(cfg.backbone, cfg.embed_dim, image_size=cfg.image_size).to(device)
     model = model.to(memory_format=torch.channels_last)
-    if cfg.tie_stem or (cfg.tie_stem is None and cfg.source == "formula"):
+    if cfg.tie_stem or (cfg.tie_stem is None and cfg.source in ("formula", "marks")):
         tie_stem_channels(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = NTXentLoss(temperature=cfg.temperature)
@@ -385,7 +385,62 @@ def _batches(cfg: PretrainConfig, out_dir: Path, pool_path, gen, device, progres
                 "marks_used": 0}
         return _Endless(_formula_batches(data, cfg.per_category, cfg.batch_pairs, cfg.image_size, gen, device,
                                          cfg.views, cfg.positives)), info
-    raise ValueError(f"source must be 'scenes' or 'formula', not {cfg.source!r}")
+    if cfg.source == "marks":
+        data, n_marks = _load_marks_pool(cfg, out_dir, pool_path, log)
+        if device.type == "cuda":
+            data = data.to(device)
+        info = {"source": "marks", "n_marks": n_marks, "query_marks_used": 0}
+        return _Endless(_formula_batches(data, 1, cfg.batch_pairs, cfg.image_size, gen, device, cfg.views,
+                                         "instance")), info
+    raise ValueError(f"source must be 'scenes', 'formula' or 'marks', not {cfg.source!r}")
+
+
+def render_marks_pool(refs: list[MarkRef], size: int, progress: bool = True) -> np.ndarray:
+    """Each base mark alone, black on white, trimmed and padded square like a cite: uint8 (N, 1, S, S)."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from .marks import render_ref
+    from .preprocess import load_mark_image
+
+    out = np.empty((len(refs), 1, size, size), dtype=np.uint8)
+    for k, ref in enumerate(tqdm(refs, desc="drawing marks", disable=not progress, mininterval=1.0)):
+        ink = render_ref(ref, 2 * size)
+        page = Image.new("RGBA", ink.size, (255, 255, 255, 255))
+        if ref.colour:  # a user's mark keeps its own colours (then gray)
+            page.alpha_composite(ink)
+        else:  # the catalogue's marks are ink: draw it black
+            page.paste((0, 0, 0, 255), mask=ink.getchannel("A"))
+        out[k, 0] = np.asarray(load_mark_image(page.convert("RGB"), size).convert("L"))
+    return out
+
+
+def teaching_marks(refs: list[MarkRef] | None = None) -> list[MarkRef]:
+    """The marks the teaching start may see: every catalogue mark that no competition query uses."""
+    from .marks import query_mark
+
+    return [r for r in (refs if refs is not None else default_catalogue()) if not query_mark(r)]
+
+
+def _load_marks_pool(cfg: PretrainConfig, out_dir: Path, pool_path, log):
+    """The teaching start's pool: the non-query marks alone (:func:`teaching_marks`), drawn on first use."""
+    import torch
+
+    refs = teaching_marks()
+    pool_path = Path(pool_path) if pool_path else out_dir / f"marks-{len(refs)}-{cfg.pool_size}.npy"
+    if pool_path.is_file():
+        imgs = np.load(pool_path)
+        log(f"marks pool: reusing {pool_path} ({len(imgs)} marks)")
+    else:
+        t0 = time.time()
+        imgs = render_marks_pool(refs, cfg.pool_size, progress=False)
+        tmp = pool_path.with_name(pool_path.stem + ".tmp.npy")
+        np.save(tmp, imgs)
+        os.replace(tmp, pool_path)
+        log(f"marks pool: {len(refs)} marks (no query mark) drawn in {time.time() - t0:.0f} s -> {pool_path}")
+    if imgs.shape[0] != len(refs) or imgs.shape[1] != 1:
+        raise ValueError(f"{pool_path} holds {imgs.shape}, not ({len(refs)}, 1, S, S): another pool's file?")
+    return torch.from_numpy(imgs), len(refs)
 
 
 def _load_formula_pool(cfg: PretrainConfig, out_dir: Path, pool_path, progress: bool, log):

@@ -77,6 +77,13 @@ def random_monogram(rng: np.random.Generator) -> dict:
     return {"text": letters, "font": str(rng.choice(["DejaVuSerif-Bold", "DejaVuSans-Bold"]))}
 
 
+def pick_ref(rng: np.random.Generator, pool) -> int:
+    """A random base mark: any of `pool` marks (an int), or one of the indices in `pool` (an array)."""
+    if isinstance(pool, (int, np.integer)):
+        return int(rng.integers(pool))
+    return int(pool[int(rng.integers(len(pool)))])
+
+
 def new_mark(ref: int, rng: np.random.Generator) -> dict:
     return {"ref": int(ref), "rot": 0, "flip": False, "stroke": 0.0}
 
@@ -342,7 +349,7 @@ def _base_ops(rng: np.random.Generator, strength: float) -> list[dict]:
     return ops
 
 
-def _near_identical(scene: dict, rng: np.random.Generator, n_refs: int) -> tuple[dict, list[dict], str]:
+def _near_identical(scene: dict, rng: np.random.Generator, pool) -> tuple[dict, list[dict], str]:
     """Category 2, near-identical: a redraw (jitter, an element added or erased, tilt, squash, stroke,
     font, low resolution)."""
     ops: list[dict] = []
@@ -375,7 +382,7 @@ def _near_identical(scene: dict, rng: np.random.Generator, n_refs: int) -> tuple
     return q, ops + _base_ops(rng, 0.5), "near-identical:" + "+".join(map(str, picks))
 
 
-def _partial(scene: dict, rng: np.random.Generator, n_refs: int) -> tuple[dict, list[dict], str]:
+def _partial(scene: dict, rng: np.random.Generator, pool) -> tuple[dict, list[dict], str]:
     """Category 3, partial match: the mark inside a larger composition, one part of a composite, or a cropped part."""
     ops: list[dict] = []
     q = _jitter(scene, rng, 0.6)
@@ -392,7 +399,7 @@ def _partial(scene: dict, rng: np.random.Generator, n_refs: int) -> tuple[dict, 
         q["text_pos"] = str(rng.choice(["below", "right"]))
         q["layout"] = "wordmark"
     elif how == "add-mark":
-        q["marks"].append(new_mark(int(rng.integers(n_refs)), rng))
+        q["marks"].append(new_mark(pick_ref(rng, pool), rng))
         q["layout"] = "pair"
     elif how == "add-frame-text":
         q["frame"] = str(rng.choice(FRAMES))
@@ -417,13 +424,13 @@ def _partial(scene: dict, rng: np.random.Generator, n_refs: int) -> tuple[dict, 
         while q["text"]["text"] == old:
             q["text"] = random_word(rng) if old and len(old) > 3 else random_monogram(rng)
     elif how == "add-mark-to-text":
-        q["marks"] = [new_mark(int(rng.integers(n_refs)), rng)]
+        q["marks"] = [new_mark(pick_ref(rng, pool), rng)]
         q["text_pos"] = "below"
         q["layout"] = "wordmark"
     return q, ops + _base_ops(rng, 0.5), "partial:" + how
 
 
-def _colour(scene: dict, rng: np.random.Generator, n_refs: int) -> tuple[dict, list[dict], str]:
+def _colour(scene: dict, rng: np.random.Generator, pool) -> tuple[dict, list[dict], str]:
     """Category 4, colour difference: recoloured, inverted, reversed on a solid shape, gray or black."""
     ops: list[dict] = []
     q = _jitter(scene, rng, 0.5)
@@ -454,7 +461,7 @@ def _colour(scene: dict, rng: np.random.Generator, n_refs: int) -> tuple[dict, l
     return q, ops + _base_ops(rng, 0.4), "colour:" + how
 
 
-def _orientation(scene: dict, rng: np.random.Generator, n_refs: int) -> tuple[dict, list[dict], str]:
+def _orientation(scene: dict, rng: np.random.Generator, pool) -> tuple[dict, list[dict], str]:
     """Category 5, orientation difference: quarter turns and/or a mirror."""
     ops: list[dict] = []
     q = _jitter(scene, rng, 0.4)
@@ -471,11 +478,12 @@ def _orientation(scene: dict, rng: np.random.Generator, n_refs: int) -> tuple[di
 _DERIVE = {2: _near_identical, 3: _partial, 4: _colour, 5: _orientation}
 
 
-def derive_query(cite: dict, category: int, rng: np.random.Generator, n_refs: int) -> tuple[dict, list[dict], str]:
-    """An application scene of `category` derived from a cite scene: (scene, ops, how)."""
+def derive_query(cite: dict, category: int, rng: np.random.Generator, pool) -> tuple[dict, list[dict], str]:
+    """An application scene of `category` derived from a cite scene: (scene, ops, how). A mark the
+    query adds (category 3) is drawn from `pool`: all n marks (an int) or those indices (an array)."""
     if category not in _DERIVE:
         raise ValueError(f"unknown category {category}")
-    return _DERIVE[category](cite, rng, n_refs)
+    return _DERIVE[category](cite, rng, pool)
 
 
 def variant_registration(scene: dict, rng: np.random.Generator) -> dict:
