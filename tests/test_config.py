@@ -27,6 +27,14 @@ def test_replace_and_unknown_field():
     assert cfg.replace(backbones=["resnet18"]).backbones == ("resnet18",)
 
 
+def test_a_typed_false_is_false():
+    """`--set freeze_bn=False` arrives as the string "False", which Python finds truthy."""
+    cfg = get_config("cpu")
+    assert cfg.replace(freeze_bn="False").freeze_bn is False and cfg.replace(tta_flip="true").tta_flip is True
+    with pytest.raises(ValueError, match="freeze_bn is true or false"):
+        cfg.replace(freeze_bn="maybe")
+
+
 def test_gpu_preset_is_the_second_place_configuration():
     cfg = get_config("gpu")
     assert cfg.backbones[0].startswith("swin_large_patch4_window12_384")

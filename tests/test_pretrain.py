@@ -64,21 +64,36 @@ def test_pretrain_runs_resumes_and_exports(tmp_path):
     assert torch.allclose(sd[key].float(), again["model"][key].float(), atol=1e-2)
 
 
-def test_the_shipped_checkpoint_loads_offline_and_embeds():
+@pytest.mark.parametrize("name", ["tmr-marks", "tmr-teach"])
+def test_the_shipped_checkpoints_load_offline_and_embed(name):
+    """Both starts ship in the package: the domain start (tmr-marks) and the teaching start (tmr-teach)."""
     from tmr_lib.encoder import build_encoder
     from tmr_lib.weights import kit_weights_path
 
-    path = kit_weights_path("mobilenetv3_large_100")
+    path = kit_weights_path("mobilenetv3_large_100", name)
     assert 1e6 < path.stat().st_size < 25e6
-    model, info = build_encoder("mobilenetv3_large_100", pretrained="tmr-marks", embed_dim=512, image_size=112)
-    assert "tmr-marks" in str(info)
+    model, info = build_encoder("mobilenetv3_large_100", pretrained=name, embed_dim=512, image_size=112)
+    assert name in str(info) and "random" not in str(info).lower()
     x = torch.rand(2, 3, 112, 112)
     model.eval()
     with torch.inference_mode():
         e = model(x)
     assert e.shape == (2, 512) and torch.allclose(e.norm(dim=1), torch.ones(2), atol=1e-4)
-    with pytest.raises(FileNotFoundError, match="ships mark-pretrained weights for"):
-        kit_weights_path("resnet18")
+    with pytest.raises(FileNotFoundError, match=f"ships {name} weights for"):
+        kit_weights_path("resnet18", name)
+    with pytest.raises(FileNotFoundError, match="not 'tmr-other'"):
+        kit_weights_path("mobilenetv3_large_100", "tmr-other")
+
+
+def test_the_two_starts_are_different_weights():
+    """The teaching start is not the domain start under another name."""
+    from safetensors.torch import load_file
+
+    from tmr_lib.weights import kit_weights_path
+
+    a, b = (load_file(str(kit_weights_path("mobilenetv3_large_100", n))) for n in ("tmr-marks", "tmr-teach"))
+    assert a.keys() == b.keys()
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
 
 
 def test_heldout_command_scores_pixels_checkpoint_and_a_model(tmp_path, capsys):

@@ -60,7 +60,7 @@ def test_train_writes_history_best_checkpoint_and_resumes(ci_competition, tmp_pa
     assert list(hist["xbm"]) == [False, False, True]  # CrossBatchMemory only after the warm-up
     assert 0 <= r.best_recall <= 1 and r.best_recall == pytest.approx(hist["val_recall"].max())
     assert (r.run_dir / "history.png").is_file()
-    assert "tmr-marks" in str(r.weights) and r.images_per_s > 0  # the ci preset starts from the kit checkpoint
+    assert "tmr-teach" in str(r.weights) and r.images_per_s > 0  # the ci preset starts from the teaching start
     messages = []
     again = train_encoder(cfg, ci_competition, tmp_path, fold=0, progress=False, log=messages.append)
     assert any("resuming" in m for m in messages)

@@ -78,19 +78,41 @@ def resolve_data(cfg: Config, data: str | os.PathLike | None, host: str | os.Pat
     return ensure_dataset(cfg.dataset, data, progress=progress)
 
 
+#: the kit's two shipped starts, and what each row says about it
+STARTS = {"tmr-teach": "teaching start tmr-teach", "tmr-marks": "domain start tmr-marks"}
+
+
+def _start_label(cfg: Config, source: str) -> str:
+    if cfg.pretrained in STARTS:
+        return STARTS[cfg.pretrained]
+    return "random init" if source == "random" else f"{Path(source).name} weights"
+
+
 def _baselines(cfg: Config, comp, store, progress: bool, log: Log) -> list[Retrieval]:
-    """Random ids, raw pixels and the untrained encoder (the recipe's starting weights)."""
+    """Random ids, raw pixels, the untrained encoder (the recipe's starting weights) and, when the
+    recipe starts elsewhere, the domain start ``tmr-marks`` untrained: what learning added is the
+    gap to the first, what domain pretraining gives is the second."""
     from .baselines import pixel_retrieval, random_retrieval
     from .encoder import encoder_from_config
     from .predict import retrieval_for
 
+    one = cfg.replace(backbones=cfg.backbones[:1])
     untrained, info = encoder_from_config(cfg)
     log(f"[demo] untrained encoder: {info}")
-    start = "random init" if info.source == "random" else f"{Path(info.source).name} weights"
-    return [random_retrieval(comp.test["gid"], comp.cite["gid"], cfg.k, cfg.seed),
+    rows = [random_retrieval(comp.test["gid"], comp.cite["gid"], cfg.k, cfg.seed),
             pixel_retrieval(comp, store, cfg.k),
-            retrieval_for(untrained, cfg.replace(backbones=cfg.backbones[:1]), comp, store, train=False,
-                          cache=False, progress=progress, name=f"untrained encoder ({start})")]
+            retrieval_for(untrained, one, comp, store, train=False, cache=False, progress=progress,
+                          name=f"untrained: {_start_label(cfg, info.source)}")]
+    if cfg.pretrained != "tmr-marks":
+        try:
+            domain, info = encoder_from_config(one.replace(pretrained="tmr-marks"))
+        except (FileNotFoundError, RuntimeError, ValueError) as e:  # another backbone: the kit ships none
+            log(f"[demo] no domain-start row: {e}")
+        else:
+            rows.append(retrieval_for(domain, one.replace(pretrained="tmr-marks"), comp, store, train=False,
+                                      cache=False, progress=progress,
+                                      name="untrained: domain start tmr-marks (knows the 4 categories)"))
+    return rows
 
 
 def demo(cfg: Config, data: str | os.PathLike | None = None, out: str | os.PathLike | None = None,

@@ -446,11 +446,16 @@ def state_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _kit_weights(backbone: str):
-    """Resolver for the kit's own mark-pretrained checkpoint ("tmr-marks"), shipped in the package."""
-    from .weights import kit_weights_path
+def _kit_resolver(name: str) -> Callable[[str], Any]:
+    """Resolver for one of the kit's own checkpoints (tmr-teach, tmr-marks), shipped in the package."""
 
-    return kit_weights_path(backbone)
+    def resolve(backbone: str):
+        from .weights import kit_weights_path
+
+        return kit_weights_path(backbone, name)
+
+    return resolve
 
 
-register_weights("tmr-marks", _kit_weights)
+register_weights("tmr-marks", _kit_resolver("tmr-marks"))
+register_weights("tmr-teach", _kit_resolver("tmr-teach"))

@@ -271,7 +271,7 @@ def _selection_score(row: dict[str, Any]) -> float:
 
 def _state_for_resume(cfg: Config) -> dict[str, Any]:
     d = cfg.to_dict()
-    for k in ("max_train_minutes", "num_workers", "embed_batch_size"):
+    for k in ("max_train_minutes", "num_workers", "train_workers", "embed_batch_size"):
         d.pop(k, None)
     return d
 
@@ -490,7 +490,8 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
         state.started = time.time()  # the time budget and the warm-up count training only
 
     dataset = PairBatches(data.store.images, cfg.image_size, cfg.crops_per_pair, cfg.aug_extra, style=cfg.augment)
-    workers = min(cfg.num_workers, 1) if device.type == "cpu" else cfg.num_workers
+    workers = cfg.num_workers if cfg.train_workers is None else cfg.train_workers
+    workers = min(workers, 1) if device.type == "cpu" else workers
     with _cpu_threads(device, workers):
         for epoch in range(ckpt.next_epoch, cfg.epochs if not ckpt.finished else ckpt.next_epoch):
             plan = _epoch_plan(rng, data.pair_items, data.extra_items, cfg.extra_cite_pairs, cfg.batch_pairs)
