@@ -138,6 +138,22 @@ def test_rebuild_is_a_no_op_and_another_dataset_is_refused(ci_dataset, tmp_path)
     assert (stranger / "notes.txt").read_text() == "mine"
 
 
+def test_ensure_dataset_rebuilds_a_folder_of_an_older_format(ci_dataset, tmp_path):
+    """A v1 folder (queries could use marks the teaching start saw) is rebuilt, not silently reused."""
+    import shutil
+
+    out, host = ci_dataset
+    old, old_host = tmp_path / "tmr-ci", tmp_path / "tmr-ci-host"
+    shutil.copytree(out, old)
+    shutil.copytree(host, old_host)
+    assert builder.ensure_dataset("ci", old, progress=False) == (old.resolve(), old_host.resolve())  # reused
+    meta = json.loads((old / "dataset.json").read_text())
+    (old / "dataset.json").write_text(json.dumps({**meta, "format": "tmr-kit competition v1"}))
+    builder.ensure_dataset("ci", old, progress=False)
+    assert json.loads((old / "dataset.json").read_text())["format"] == builder.FORMAT
+    assert (old / "train.csv").read_bytes() == (out / "train.csv").read_bytes()
+
+
 def test_a_failed_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full (simulated)")

@@ -609,10 +609,14 @@ def _disk_mb(root: Path) -> float:
 def ensure_dataset(preset: str = "cpu", out: str | Path | None = None, seed: int = 0, progress: bool = True) -> tuple[Path, Path]:
     """The dataset the demo and the notebooks use: built on first use, reused afterwards."""
     out = Path(out) if out else Path("data") / f"tmr-{preset}"
-    if existing_build(out) is not None and (host_dir_for(out) / "answers.csv").is_file():
-        have = existing_build(out)
+    have = existing_build(out)
+    if have is not None and (host_dir_for(out) / "answers.csv").is_file():
         if have.get("preset", {}).get("name") == preset and have.get("seed") == seed:
-            return out.resolve(), host_dir_for(out).resolve()
+            if have.get("format") == FORMAT:
+                return out.resolve(), host_dir_for(out).resolve()
+            # the kit's own folder from an older format (v1: queries could use marks the teaching start saw)
+            print(f"{out} was built as {have.get('format')!r}; rebuilding it as {FORMAT!r}", flush=True)
+            return build_competition(out, preset=preset, seed=seed, progress=progress, force=True)
     return build_competition(out, preset=preset, seed=seed, progress=progress)
 
 
