@@ -86,13 +86,18 @@ def test_shard_splits_every_item_once():
 def test_torchrun_train_and_predict_on_ci_match_one_process(ci_dataset, tmp_path):
     """`torchrun --nproc_per_node 2 -m tmr_lib train|predict` on the ci preset: one model.json written by
     rank 0, validation recall close to the one-process run, and sharded embedding gives the same CSV."""
+    import shutil
+
     data, host = ci_dataset
-    common = ["--preset", "ci", "--data", str(data), "--quiet", "--set", "epochs=2", "--set", "freeze_bn=true"]
+    copy = shutil.copytree(data, tmp_path / "data" / data.name)  # its own cache: the 2 ranks decode it fresh
+    common = ["--preset", "ci", "--quiet", "--set", "epochs=2", "--set", "freeze_bn=true"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, "-m", "tmr_lib", "train", *common, "--out", str(one)], check=True,
-                   cwd=KIT, env=env, capture_output=True, timeout=300)
-    out = torchrun(["-m", "tmr_lib", "train", *common, "--out", str(two)], cwd=KIT)
+    subprocess.run([sys.executable, "-m", "tmr_lib", "train", "--data", str(data), *common, "--out", str(one)],
+                   check=True, cwd=KIT, env=env, capture_output=True, timeout=300)
+    out = torchrun(["-m", "tmr_lib", "train", "--data", str(copy), *common, "--out", str(two)], cwd=KIT)
+    cache = tmp_path / "data" / ".tmr_cache" / data.name
+    assert len(list(cache.glob("images-*.npy"))) == 1 and not list(cache.glob("*partial*"))  # each rank its share
     assert out.stdout.count("best held-out Recall@20") == 1, out.stdout  # rank 0 alone reports
     assert "over 2 process(es)" in out.stdout
     meta_one, meta_two = (json.loads((d / "model.json").read_text()) for d in (one, two))
@@ -105,11 +110,12 @@ def test_torchrun_train_and_predict_on_ci_match_one_process(ci_dataset, tmp_path
 
     # embedding: the same model, sharded over 2 processes, gives the same submission
     csv1, csv2 = tmp_path / "one.csv", tmp_path / "two.csv"
-    pred = ["predict", "--preset", "ci", "--data", str(data), "--model", str(one), "--quiet",
-            "--no-postprocess"]
-    subprocess.run([sys.executable, "-m", "tmr_lib", *pred, "--out", str(csv1)], check=True, cwd=KIT, env=env,
-                   capture_output=True, timeout=300)
-    torchrun(["-m", "tmr_lib", *pred, "--out", str(csv2)], cwd=KIT)
+    pred = ["predict", "--preset", "ci", "--model", str(one), "--quiet", "--no-postprocess"]
+    subprocess.run([sys.executable, "-m", "tmr_lib", *pred, "--data", str(data), "--out", str(csv1)], check=True,
+                   cwd=KIT, env=env, capture_output=True, timeout=300)
+    torchrun(["-m", "tmr_lib", *pred, "--data", str(copy), "--out", str(csv2)], cwd=KIT)  # shards taken in turn
+    manifests = [json.loads(m.read_text()) for m in cache.glob("emb-*/manifest.json")]
+    assert manifests and all(m["done"] == list(range(len(m["done"]))) for m in manifests)
     a, b = pd.read_csv(csv1, dtype=str), pd.read_csv(csv2, dtype=str)
     same = np.mean([x.split()[:10] == y.split()[:10] for x, y in zip(a["cite_gid"], b["cite_gid"])])
     assert list(a["gid"]) == list(b["gid"]) and same >= 0.95

@@ -19,9 +19,9 @@ __all__ = ["pixel_embeddings", "pixel_retrieval", "random_retrieval", "PIXELS_NA
 PIXELS_NAME = "raw pixels (32 px gray, cosine)"
 
 
-def pixel_embeddings(images: torch.Tensor, size: int = 32, batch: int = 2048) -> np.ndarray:
+def pixel_embeddings(images, size: int = 32, batch: int = 2048) -> np.ndarray:
     """Raw-pixel baseline: trimmed uint8 image (N, 3, S, S) -> ``size`` px grayscale -> ink (1 - gray)
-    -> unit vector."""
+    -> unit vector. ``images``: a tensor or a streamed :class:`tmr_lib.images.ImageFile` (read per batch)."""
     parts = []
     weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     for i in range(0, len(images), batch):
@@ -35,8 +35,8 @@ def pixel_embeddings(images: torch.Tensor, size: int = 32, batch: int = 2048) ->
 
 def pixel_retrieval(comp, store, k: int = 20, size: int = 32) -> Retrieval:
     """The test queries searched among the cites by raw pixels (exact cosine)."""
-    return Retrieval.from_embeddings(comp.test["gid"], pixel_embeddings(store.get(list(comp.test["path"])), size),
-                                     comp.cite["gid"], pixel_embeddings(store.get(list(comp.cite["path"])), size),
+    return Retrieval.from_embeddings(comp.test["gid"], pixel_embeddings(store.images_of(list(comp.test["path"])), size),
+                                     comp.cite["gid"], pixel_embeddings(store.images_of(list(comp.cite["path"])), size),
                                      k=k, name=PIXELS_NAME if size == 32 else f"raw pixels ({size} px)")
 
 

@@ -10,6 +10,7 @@
     tmr views --recipe 2nd-place                       measured augmentation rates beside the declared ones
     tmr ablate --preset cpu                            the 2nd-place steps one at a time, gains with 95 % intervals
     tmr contest simulate --preset ci                   the ablation's recipes as teams on the real leaderboard
+    tmr plan --preset gpu --cites 800000 --test 1542 --train 27000   RAM, disk, time before a long run (exit 1: won't fit)
 
 Heavy libraries (torch) are imported only by the commands that need them.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from . import pipeline_cli
 from .ablate import add_ablate_parser
 from .contest import add_contest_parser
+from .plan import add_plan_parser
 from .views import add_views_parser
 
 
@@ -203,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_views_parser(sub)  # tmr views: measured rates of the augmentations beside the declared ones
     add_ablate_parser(sub)  # tmr ablate: the 2nd-place ladder, each gain with its 95 % paired interval
     add_contest_parser(sub)  # tmr contest simulate: the ladder's rungs as teams on the real leaderboard
+    add_plan_parser(sub)  # tmr plan: RAM, disk and time of a preset on a competition, and what to change
     return p
 
 

@@ -86,6 +86,9 @@ class Config:
     tta_flip: bool = False
     embed_batch_size: int = 256
     num_workers: int = 2  #: image decoding processes
+    #: leave out missing / empty / undecodable images instead of stopping (``--skip-bad-images``): train
+    #: rows and cites dropped, test queries embedded as blank white images (tmr_lib.badimages)
+    skip_bad_images: bool = False
     #: augmentation processes beside the model while training (None: ``num_workers``; on a CPU at most 1)
     train_workers: int | None = None
 

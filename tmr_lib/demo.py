@@ -133,7 +133,7 @@ def demo(cfg: Config, data: str | os.PathLike | None = None, out: str | os.PathL
     data, host = resolve_data(cfg, data, host, progress)
     out = Path(out) if out else Path("runs") / cfg.name
     out.mkdir(parents=True, exist_ok=True)
-    comp = load_competition(data)
+    comp = load_competition(data, skip_bad_images=cfg.skip_bad_images, log=log)
     log(f"[demo] {comp}")
     log(f"[demo] preset {cfg.name!r}: {', '.join(cfg.backbones)} at {cfg.image_size} px, "
         f"{cfg.epochs} epochs, loss {cfg.loss}" + (f" + CrossBatchMemory({cfg.xbm_memory})" if cfg.xbm_memory else ""))

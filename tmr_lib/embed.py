@@ -1,14 +1,14 @@
-"""Images -> cached uint8 tensors -> embeddings, batched (DataLoader workers, inference_mode).
+"""Images -> uint8 tensors -> embeddings, batched (DataLoader workers, inference_mode).
 
 Every image is decoded, trimmed (white margins), padded to a white square and resized
-**once** (:func:`load_images`), and the uint8 result ``(N, 3, S, S)`` is cached on disk, keyed
-by the file list and the size, so training, validation, prediction and the notebooks all
-reuse it. Embedding then works on batches of tensors (:func:`embed_images`), with the test
-transform (Affine 0.9 on white), channels-last memory, optional horizontal-flip TTA, and an
-on-disk cache keyed by the model's weights and the data (:func:`embed_cached`).
+**once** (:func:`tmr_lib.images.decode_to_file`: written to disk batch by batch and read back by
+rows, never all in RAM). Embedding then works on batches of those rows (:func:`embed_images`,
+which takes a tensor or a streamed :class:`tmr_lib.images.ImageFile`), with the test transform
+(Affine 0.9 on white), channels-last memory, optional horizontal-flip TTA, and an on-disk cache
+in shards keyed by the model's weights and the data (:func:`embed_cached`): a killed run resumes
+from its last finished shard, a changed model or setting embeds afresh.
 
-For databases too large to hold in memory, :func:`embed_paths` streams files through the
-same DataLoader without keeping the images.
+:func:`embed_paths` streams image files through the same DataLoader without any cache.
 """
 from __future__ import annotations
 
@@ -42,10 +42,12 @@ def default_device() -> torch.device:
 class MarkDataset(Dataset):
     """Image files -> uint8 tensors (3, S, S), trimmed and padded as every stage sees them."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike], size: int, trim_fallback: bool = False):
+    def __init__(self, paths: Sequence[str | os.PathLike], size: int, trim_fallback: bool = False,
+                 blank: Sequence[str] = ()):
         self.paths = [str(p) for p in paths]
         self.size = size
         self.trim_fallback = trim_fallback
+        self.blank = frozenset(str(p) for p in blank)  #: known-bad images, read as a white square
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -53,7 +55,13 @@ class MarkDataset(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         from .preprocess import load_mark
 
-        return pil_to_uint8(load_mark(self.paths[i], self.size, fallback=self.trim_fallback))
+        if self.paths[i] in self.blank:
+            return torch.full((3, self.size, self.size), 255, dtype=torch.uint8)
+        try:
+            return pil_to_uint8(load_mark(self.paths[i], self.size, fallback=self.trim_fallback))
+        except Exception as e:  # name the file: a worker's bare traceback does not
+            raise OSError(f"cannot decode image {self.paths[i]}: {e}. Check the competition for bad images "
+                          "(tmr train/predict stop on them before any work) or pass --skip-bad-images.") from e
 
 
 def images_key(paths: Sequence[str | os.PathLike], size: int, trim_fallback: bool = False) -> str:
@@ -71,45 +79,40 @@ def images_key(paths: Sequence[str | os.PathLike], size: int, trim_fallback: boo
 
 
 def _loader(paths: Sequence[str], size: int, batch_size: int, num_workers: int,
-            trim_fallback: bool = False) -> DataLoader:
+            trim_fallback: bool = False, blank: Sequence[str] = ()) -> DataLoader:
     workers = max(0, min(num_workers, (os.cpu_count() or 1)))
-    return DataLoader(MarkDataset(paths, size, trim_fallback), batch_size=batch_size, shuffle=False,
+    return DataLoader(MarkDataset(paths, size, trim_fallback, blank), batch_size=batch_size, shuffle=False,
                       num_workers=workers, persistent_workers=False,
                       )
 
 
 def load_images(paths: Sequence[str | os.PathLike], size: int, cache_dir: str | os.PathLike | None = None,
                 num_workers: int = 2, batch_size: int = 64, progress: bool = True,
-                desc: str = "decode", trim_fallback: bool = False) -> torch.Tensor:
-    """All images as one uint8 tensor (N, 3, size, size); decoded once, then read from the cache.
+                desc: str = "decode", trim_fallback: bool = False, blank: Sequence[str] = ()) -> torch.Tensor:
+    """All images as one uint8 tensor (N, 3, size, size) in RAM: for small sets.
 
-    The cache file is ``cache_dir/images-<size>-<hash>.npy``.
-    """
+    With ``cache_dir`` they are decoded once into ``cache_dir/images-<size>-<hash>.npy`` (see
+    :func:`tmr_lib.images.decode_to_file`) and read back; large sets should stay there
+    (:class:`tmr_lib.images.ImageStore` streams them)."""
     from tqdm.auto import tqdm
 
+    from .images import decode_to_file
+
     paths = [str(p) for p in paths]
-    cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"images-{size}-{images_key(paths, size, trim_fallback)}.npy"
-        if cache_file.is_file():
-            arr = np.load(cache_file)
-            if arr.shape == (len(paths), 3, size, size):
-                return torch.from_numpy(arr)
+        file = Path(cache_dir) / f"images-{size}-{images_key(paths, size, trim_fallback)}.npy"
+        return decode_to_file(paths, size, file, num_workers=num_workers, batch_size=batch_size, progress=progress,
+                              desc=desc, trim_fallback=trim_fallback, blank=blank).to_tensor()
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     if paths:
         i = 0
         loader = _loader(paths, size, batch_size, num_workers if len(paths) > 4 * batch_size else 0,
-                         trim_fallback)
+                         trim_fallback, blank)
         with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
             for batch in loader:
                 out[i:i + len(batch)] = batch
                 i += len(batch)
                 bar.update(len(batch))
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, out.numpy())
-        os.replace(tmp, cache_file)
     return out
 
 
@@ -134,19 +137,26 @@ def _embed_batch(model: torch.nn.Module, batch: torch.Tensor, scale: float, tta_
     return torch.nn.functional.normalize(z, dim=1).cpu()
 
 
-def embed_images(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,
+def embed_images(model: torch.nn.Module, images, batch_size: int = 256,
                  test_scale: float = 0.9, tta_flip: bool = False, channels_last: bool = True,
                  amp: bool = True, progress: bool = True, desc: str = "embed",
-                 distributed: bool = False) -> np.ndarray:
-    """Embeddings (N, D) float32, unit norm, of a cached uint8 image tensor (N, 3, S, S).
+                 distributed: bool = False, mirror: bool = False) -> np.ndarray:
+    """Embeddings (N, D) float32, unit norm, of uint8 images (N, 3, S, S): a tensor, or an
+    :class:`tmr_lib.images.ImageFile` read one batch at a time (any number of images).
 
-    ``distributed=True`` under torchrun: every rank embeds its slice and gets all N rows back."""
+    ``mirror``: embed the horizontally flipped images (a TTA member); ``distributed=True`` under
+    torchrun: every rank embeds its slice and gets all N rows back."""
     from . import distributed as dist
 
-    part = dist.shard(len(images)) if distributed else slice(None)
-    mine = images[part]
-    batches = (mine[i:i + batch_size] for i in range(0, len(mine), batch_size))
-    emb = _embed_all(model, batches, -(-len(mine) // batch_size), test_scale, tta_flip, channels_last, amp,
+    part = dist.shard(len(images)) if distributed else slice(0, len(images))
+    start, stop = part.start, part.stop
+
+    def batches():
+        for i in range(start, stop, batch_size):
+            b = images[i:min(i + batch_size, stop)]
+            yield torch.flip(b, dims=[3]) if mirror else b
+
+    emb = _embed_all(model, batches(), -(-(stop - start) // batch_size), test_scale, tta_flip, channels_last, amp,
                      progress and dist.is_main(), desc)
     return _gather(emb) if distributed else emb
 
@@ -196,43 +206,110 @@ def _embed_all(model: torch.nn.Module, batches, total: int, test_scale: float, t
     return torch.cat(parts).numpy().astype(np.float32, copy=False)
 
 
-def embed_cached(model: torch.nn.Module, images: torch.Tensor, data_key: str,
-                 cache_dir: str | os.PathLike | None, model_key: str | None = None, **kwargs) -> np.ndarray:
-    """:func:`embed_images` with an on-disk cache keyed by the model's weights and ``data_key``."""
-    if cache_dir is None:
-        return embed_images(model, images, **kwargs)
-    from .encoder import state_fingerprint
-
-    model_key = model_key or state_fingerprint(model)
-    from .augment import INFERENCE_VERSION
-
-    opts = f"s{kwargs.get('test_scale', 0.9)}-f{int(bool(kwargs.get('tta_flip', False)))}-v{INFERENCE_VERSION}"
-    file = Path(cache_dir) / f"emb-{model_key}-{data_key}-{opts}.npy"
-    if file.is_file():
-        arr = np.load(file)
-        if arr.shape[0] == len(images):
-            return arr
-    emb = embed_images(model, images, **kwargs)
-    from .distributed import is_main
-
-    if is_main():  # under torchrun every rank holds the same rows: one writes them
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, emb)
-        os.replace(tmp, file)
-        _prune(file.parent, "emb-*.npy", keep=KEEP_EMBEDDINGS)
-    return emb
-
-
-#: embedding cache files kept per cache folder (the oldest are deleted beyond this)
+#: rows per embedding shard (rounded up to whole batches): what a killed run can lose at most
+SHARD_ROWS = 8192
+#: embedding caches kept per cache folder (the oldest are deleted beyond this)
 KEEP_EMBEDDINGS = 24
 
 
+def embed_cached(model: torch.nn.Module, images, data_key: str, cache_dir: str | os.PathLike | None,
+                 model_key: str | None = None, shard_rows: int = SHARD_ROWS, **kwargs) -> np.ndarray:
+    """:func:`embed_images` with an on-disk cache in shards, keyed by the model's weights and ``data_key``.
+
+    The folder ``emb-<model>-<data>-<options>/`` holds ``shard-NNNNN.npy`` files and a
+    ``manifest.json`` naming the finished ones, so a killed run resumes at the first unfinished
+    shard and gives the same vectors as one uninterrupted run (shards are whole batches). Under
+    torchrun the ranks take the shards in turn and every rank returns all rows."""
+    if cache_dir is None:
+        return embed_images(model, images, **kwargs)
+    from . import distributed as dist
+    from .augment import INFERENCE_VERSION
+    from .encoder import state_fingerprint
+
+    model_key = model_key or state_fingerprint(model)
+    opts = (f"s{kwargs.get('test_scale', 0.9)}-f{int(bool(kwargs.get('tta_flip', False)))}"
+            f"-m{int(bool(kwargs.get('mirror', False)))}-v{INFERENCE_VERSION}")
+    folder = Path(cache_dir) / f"emb-{model_key}-{data_key}-{opts}"
+    batch = int(kwargs.get("batch_size", 256))
+    rows = max(batch, -(-shard_rows // batch) * batch)
+    n = len(images)
+    spec = {"format": 1, "model": model_key, "data": data_key, "options": opts, "rows": n, "shard_rows": rows}
+    kwargs = {**kwargs, "distributed": False}
+    shards = [(i, min(i + rows, n)) for i in range(0, n, rows)]
+    done = _manifest_done(folder, spec) if dist.is_main() else None
+    done = dist.broadcast_object(done)
+    progress = kwargs.pop("progress", True) and dist.is_main()
+    from tqdm.auto import tqdm
+
+    with tqdm(total=n, initial=sum(b - a for j, (a, b) in enumerate(shards) if j in done), unit="img",
+              desc=kwargs.get("desc", "embed"), disable=not progress, leave=False) as bar:
+        for j, (a, b) in enumerate(shards):
+            if j in done or j % dist.world_size() != dist.rank():
+                continue
+            emb = embed_images(model, _rows_view(images, a, b), progress=False, **kwargs)
+            _write_npy(folder / f"shard-{j:05d}.npy", emb)
+            if not dist.is_distributed():
+                done.add(j)
+                _write_manifest(folder, spec, done)
+            bar.update(b - a)
+    if dist.is_distributed():
+        dist.barrier()
+        if dist.is_main():
+            _write_manifest(folder, spec, set(range(len(shards))))
+    if dist.is_main():
+        _prune(folder.parent, "emb-*", keep=KEEP_EMBEDDINGS)
+    if not shards:
+        return np.zeros((0, getattr(model, "embed_dim", 0)), dtype=np.float32)
+    return np.concatenate([np.load(folder / f"shard-{j:05d}.npy") for j in range(len(shards))])
+
+
+def _rows_view(images, a: int, b: int):
+    """Rows a..b without reading them (a tensor slice is a view; a file's rows are read per batch)."""
+    from .images import ImageFile
+
+    return images.view(slice(a, b)) if isinstance(images, ImageFile) else images[a:b]
+
+
+def _manifest_done(folder: Path, spec: dict) -> set[int]:
+    """The finished shards of a matching manifest (a different one: the folder starts over)."""
+    import json
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        if {k: manifest.get(k) for k in spec} == spec:
+            return {j for j in manifest.get("done", []) if (folder / f"shard-{j:05d}.npy").is_file()}
+    except (OSError, ValueError):
+        pass
+    if folder.is_dir():
+        for f in folder.glob("shard-*.npy"):
+            f.unlink(missing_ok=True)
+    return set()
+
+
+def _write_manifest(folder: Path, spec: dict, done: set[int]) -> None:
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"manifest.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({**spec, "done": sorted(done)}))
+    os.replace(tmp, folder / "manifest.json")
+    os.utime(folder)  # newest first when pruning
+
+
+def _write_npy(file: Path, arr: np.ndarray) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, file)
+
+
 def _prune(folder: Path, pattern: str, keep: int) -> None:
-    files = sorted(folder.glob(pattern), key=lambda f: f.stat().st_mtime, reverse=True)
-    for f in files[keep:]:
+    import shutil
+
+    entries = sorted(folder.glob(pattern), key=lambda f: f.stat().st_mtime, reverse=True)
+    for f in entries[keep:]:
         try:
-            f.unlink()
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
         except OSError:
             pass
 

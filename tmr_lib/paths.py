@@ -84,6 +84,5 @@ def competition_dirs(preset: str, seed: int = 0, root: str | os.PathLike | None 
 def cache_dir(data_dir: str | os.PathLike) -> Path:
     """The folder of decoded images and embeddings the pipeline caches for a participant folder
     (beside it, never inside it: the participant folder is handed out as it is)."""
-    from .images import cache_dir as _cache_dir
-
-    return _cache_dir(data_dir)
+    data = Path(data_dir).resolve()
+    return data.parent / ".tmr_cache" / data.name

@@ -32,6 +32,10 @@ def _add_common(p: argparse.ArgumentParser, data_required: bool = False) -> None
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="change a config field, e.g. --set epochs=2 --set image_size=96 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out missing, empty or undecodable images (listed in a bad_images.csv report "
+                        "beside the data) instead of stopping: their train pairs and cites are dropped, test "
+                        "queries are kept and embedded as blank white images")
 
 
 def register(subparsers: Any) -> None:
@@ -90,6 +94,8 @@ def config_from_args(args: argparse.Namespace):
         changes[key.strip()] = _parse_value(value.strip())
     if args.pretrained is not None:
         changes["pretrained"] = args.pretrained
+    if getattr(args, "skip_bad_images", False):
+        changes["skip_bad_images"] = True
     return get_config(args.preset, **changes)
 
 

@@ -49,13 +49,12 @@ def embed_competition(model: torch.nn.Module, cfg: Config, comp, store, parts: S
     for name in parts:
         frame, column = PARTS[name]
         paths = list(getattr(comp, frame)[column])
-        images = store.get(paths)
-        if flip:
-            images = torch.flip(images, dims=[3])
-        key = images_key(paths, store.size, getattr(store, "trim_fallback", False)) + ("-mirror" if flip else "")
+        images = store.images_of(paths)  # streamed from the decoded-image file, batch by batch
+        key = images_key(paths, store.size, getattr(store, "trim_fallback", False))
         out[name] = embed_cached(model, images, key, folder, batch_size=cfg.embed_batch_size,
                                  test_scale=cfg.test_scale, tta_flip=cfg.tta_flip, channels_last=cfg.channels_last,
-                                 progress=progress, desc=f"embed {name}", distributed=dist.is_distributed())
+                                 progress=progress, desc=f"embed {name}", distributed=dist.is_distributed(),
+                                 mirror=flip)
     return out
 
 
@@ -103,7 +102,7 @@ def predict(cfg: Config, data: str | os.PathLike, model_dir: str | os.PathLike,
     from .encoder import load_ensemble
 
     t0 = time.time()
-    comp = load_competition(data)
+    comp = load_competition(data, skip_bad_images=cfg.skip_bad_images, log=log)
     model = load_ensemble(model_dir, normalize=cfg.ensemble_normalize)
     size = model.image_size or cfg.image_size
     cfg = cfg.replace(image_size=size)

@@ -214,9 +214,10 @@ def build_index(vectors: np.ndarray, ids: Any = None, kind: str = "flat", use_gp
                 metric: str = "ip") -> SearchIndex:
     """A :class:`SearchIndex` over ``vectors`` (unit norm, inner product).
 
-    ``ids``: one id per row (default: the row numbers). IVF is trained on the vectors themselves
-    (on a random ``train_size`` of them when given, with ``train_iter`` k-means iterations instead
-    of faiss's 25: k-means on 800k x 1024 is slow on a CPU);
+    ``ids``: one id per row (default: the row numbers). ``vectors`` may be float16 or a memory-mapped
+    array: they are converted and added :data:`ADD_CHUNK` rows at a time. IVF is trained on a random
+    ``train_size`` of them (default :data:`TRAIN_SAMPLE`; with ``train_iter`` k-means iterations
+    instead of faiss's 25: k-means on 800k x 1024 is slow on a CPU);
     ``nprobe`` (IVF) and ``ef_search`` (HNSW) trade speed for recall at search time,
     ``ef_construction`` (HNSW, faiss default 40) graph quality for build time. ``metric``: "ip"
     (inner product, the default) or "l2" (Euclidean, the 2nd place's on un-normalised vectors). The HNSW graph
@@ -224,7 +225,9 @@ def build_index(vectors: np.ndarray, ids: Any = None, kind: str = "flat", use_gp
     """
     import faiss
 
-    x = _as_float32(vectors)
+    x = vectors if isinstance(vectors, np.ndarray) and vectors.ndim == 2 else _as_float32(vectors)
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D array of vectors, got shape {x.shape}")
     n, d = x.shape
     ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str)
     if len(ids) != n:
@@ -249,10 +252,16 @@ def build_index(vectors: np.ndarray, ids: Any = None, kind: str = "flat", use_gp
             pass
     index = _maybe_gpu(index, use_gpu)
     if not index.is_trained:
-        train = x
-        if train_size is not None and train_size < n:
-            rows = np.sort(np.random.default_rng(seed).choice(n, int(train_size), replace=False))
-            train = x[rows]
-        index.train(train)
-    index.add(x)
+        train_size = train_size if train_size is not None else TRAIN_SAMPLE
+        rows = (np.sort(np.random.default_rng(seed).choice(n, int(train_size), replace=False))
+                if train_size < n else np.arange(n))
+        index.train(_as_float32(x[rows]))
+    for i in range(0, n, ADD_CHUNK):  # a chunk at a time: no second float32 copy of the whole database
+        index.add(_as_float32(x[i:i + ADD_CHUNK]))
     return SearchIndex(index, ids, spec, nprobe=nprobe, ef_search=ef_search, metric=metric)
+
+
+#: vectors added to an index per call (float32 copies are made a chunk at a time)
+ADD_CHUNK = 65536
+#: IVF / PQ indexes are trained on at most this many sampled vectors (faiss wants 39-256 per list)
+TRAIN_SAMPLE = 262144

@@ -146,6 +146,18 @@ def validation_split(train: pd.DataFrame, cfg: Config, fold: int | None) -> tupl
 # ----------------------------------------------------------------------------------------
 # Validation
 # ----------------------------------------------------------------------------------------
+def validation_gallery(val: pd.DataFrame, cite: pd.DataFrame, cfg: Config) -> tuple[list[str], list[str]]:
+    """(gids, paths) of the validation gallery: the held-out pairs' cites + ``cfg.val_distractors``
+    other cites drawn with ``cfg.seed`` (the same draw wherever it is asked for)."""
+    gallery = val.drop_duplicates("cite_gid")[["cite_gid", "cite_path"]]
+    gids, paths = list(gallery["cite_gid"]), list(gallery["cite_path"])
+    rng = np.random.default_rng(cfg.seed + 1)
+    pool = cite[~cite["gid"].isin(set(gids))]
+    take = min(cfg.val_distractors, len(pool))
+    pick = pool.iloc[np.sort(rng.choice(len(pool), size=take, replace=False))] if take else pool.iloc[:0]
+    return gids + list(pick["gid"]), paths + list(pick["path"])
+
+
 class Validator:
     """Recall@20 / MRR of held-out train queries against their cites + random distractor cites."""
 
@@ -162,16 +174,10 @@ class Validator:
         self.query_paths = [g["path"].iloc[0] for _, g in by_query]
         self.answers = [list(dict.fromkeys(g["cite_gid"])) for _, g in by_query]
         self.categories = [int(g["category"].iloc[0]) for _, g in by_query]
-        gallery = val.drop_duplicates("cite_gid")[["cite_gid", "cite_path"]]
-        gids, paths = list(gallery["cite_gid"]), list(gallery["cite_path"])
-        rng = np.random.default_rng(cfg.seed + 1)
-        pool = cite[~cite["gid"].isin(set(gids))]
-        take = min(cfg.val_distractors, len(pool))
-        pick = pool.iloc[np.sort(rng.choice(len(pool), size=take, replace=False))] if take else pool.iloc[:0]
-        self.gallery_gids = np.asarray(gids + list(pick["gid"]), dtype=str)
-        gallery_paths = paths + list(pick["path"])
-        self.query_images = store.get(self.query_paths)
-        self.gallery_images = store.get(gallery_paths)
+        gids, gallery_paths = validation_gallery(val, cite, cfg)
+        self.gallery_gids = np.asarray(gids, dtype=str)
+        self.query_images = store.images_of(self.query_paths)  # streamed when the store is
+        self.gallery_images = store.images_of(gallery_paths)  # on disk: no copy of the distractors
 
     @property
     def answer_frame(self) -> pd.DataFrame:
@@ -298,9 +304,10 @@ class PairData:
         train_mask, val_mask = validation_split(train, cfg, fold)
         tr = train[train_mask]
         label_ids = {lab: i for i, lab in enumerate(sorted(tr["label"].unique()))}
-        if store is None:  # train pairs, validation queries + gallery, unannotated cites for pseudo-pairs
+        if store is None:  # train pairs, the validation gallery, unannotated cites for pseudo-pairs
             need = list(train["path"]) + list(train["cite_path"])
-            if cfg.val_distractors or cfg.extra_cite_pairs:
+            need += validation_gallery(train[val_mask], comp.cite, cfg)[1]
+            if cfg.extra_cite_pairs:
                 need += list(comp.cite["path"])
             store = ImageStore.load(need, cfg.image_size, cache_dir, num_workers=cfg.num_workers,
                                     progress=progress, desc="decode images", trim_fallback=cfg.trim_fallback)
@@ -569,7 +576,7 @@ def train_models(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, s
     from .images import image_store
 
     t0 = time.time()
-    comp = load_competition(data)
+    comp = load_competition(data, skip_bad_images=cfg.skip_bad_images, log=log)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results, files = [], []
