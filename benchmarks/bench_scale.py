@@ -96,7 +96,7 @@ def stage_train384(args) -> dict:
     comp = load_competition(args.data)
     comp = dataclasses.replace(comp, train=comp.train.iloc[:args.train_pairs].reset_index(drop=True))
     cfg = get_config("cpu", backbones=(SMALL,), pretrained="random", image_size=384, embed_dim=128, epochs=1,
-                     batch_pairs=16, crops_per_pair=2, val_distractors=1000, extra_cite_pairs=0, xbm_memory=0,
+                     batch_pairs=16, crops_per_pair=2, val_distractors=args.val_distractors, extra_cite_pairs=0, xbm_memory=0,
                      max_train_minutes=args.train_minutes, num_workers=args.workers, train_workers=0,
                      embed_batch_size=32, freeze_layers=0.0)
     t0 = time.time()
@@ -214,9 +214,9 @@ def part_memory(report: Report, args, sizes: tuple[int, ...], model: Path) -> di
                 env = {**os.environ, "PYTHONPATH": str(tree)}
                 cmd = [sys.executable, "-c", OLD_PREDICT, str(data), str(model), str(args.workers), str(tree)]
                 r["old_predict"] = run_stage("old-predict", data, model, env=env, cwd=tree, cmd=cmd)
-        r["train384"] = run_stage("train384", data, model, ["--workers", str(args.workers), "--train-pairs",
-                                                            str(args.train_pairs), "--train-minutes",
-                                                            str(args.train_minutes)])
+        r["train384"] = run_stage("train384", data, model, [
+            "--workers", str(args.workers), "--train-pairs", str(args.train_pairs), "--train-minutes",
+            str(args.train_minutes), "--val-distractors", str(args.val_distractors)])
         out[n] = r
     return out
 
@@ -328,6 +328,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
     ap.add_argument("--train-pairs", type=int, default=300)
     ap.add_argument("--train-minutes", type=float, default=1.0)
+    ap.add_argument("--val-distractors", type=int, default=1000, help="the 384 px run's validation distractors")
     ap.add_argument("--old", default=None, help="the commit whose in-RAM path is the baseline (default 1383fda, "
                     "the last before streaming; --quick: none; '' to skip)")
     ap.add_argument("--throughput-data", default=None, help="competition for the throughput part (default "
@@ -353,6 +354,7 @@ def _run(args) -> None:
     sizes = SIZES["quick" if args.quick else "full"]
     if args.quick:
         args.train_minutes, args.train_pairs = min(args.train_minutes, 0.1), min(args.train_pairs, 40)
+        args.val_distractors = min(args.val_distractors, 100)
     report = Report("Real scale: bounded memory, streaming, resume", args.quick, args.results)
     model = untrained_model(BENCH_DIR / "scale-model")
     figures, t0 = {"sizes": list(sizes)}, time.time()

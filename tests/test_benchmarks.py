@@ -15,8 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 SCRIPTS = ["bench_scoring.py", "bench_builder.py", "bench_search.py", "bench_embed.py", "bench_query.py",
-           "bench_leaderboard_flood.py", "bench_recipes.py", "bench_learning.py"]
-NEEDS_CI_DATA = {"bench_search.py", "bench_embed.py", "bench_query.py", "bench_learning.py"}
+           "bench_leaderboard_flood.py", "bench_recipes.py", "bench_learning.py", "bench_scale.py"]
+NEEDS_CI_DATA = {"bench_search.py", "bench_embed.py", "bench_query.py", "bench_learning.py", "bench_scale.py"}
 
 
 @pytest.fixture(scope="module")

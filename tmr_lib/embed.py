@@ -260,7 +260,11 @@ def embed_cached(model: torch.nn.Module, images, data_key: str, cache_dir: str |
         _prune(folder.parent, "emb-*", keep=KEEP_EMBEDDINGS)
     if not shards:
         return np.zeros((0, getattr(model, "embed_dim", 0)), dtype=np.float32)
-    return np.concatenate([np.load(folder / f"shard-{j:05d}.npy") for j in range(len(shards))])
+    first = np.load(folder / "shard-00000.npy", mmap_mode="r")
+    out = np.empty((n, first.shape[1]), dtype=first.dtype)  # filled shard by shard: held once
+    for j, (a, b) in enumerate(shards):
+        out[a:b] = np.load(folder / f"shard-{j:05d}.npy")  # one shard at a time (no mapped pages)
+    return out
 
 
 def _rows_view(images, a: int, b: int):

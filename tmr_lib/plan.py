@@ -677,6 +677,8 @@ def plan(cfg: Config, counts: Counts, costs: Costs, ram_gb: float | None = None,
 
     # -- RAM: embed + index + predict --------------------------------------------------------
     idx, idx_how = index_bytes(cfg.index, counts.cites, d)
+    if _factory_string(cfg.index, counts.cites) == "Flat" and costs.device == "cpu":
+        idx, idx_how = 0.0, "Flat on the CPU: exact search over the cite embeddings in place (no copy)"
     rows.append(Row("ram", "index (RAM)", idx, idx_how))
     models = sum(params[b] * 4 for b in cfg.backbones) * n_f
     emb_ram = counts.embedded_rows * d * 4.0

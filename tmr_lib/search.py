@@ -98,6 +98,38 @@ def brute_force_topk(queries: np.ndarray, database: np.ndarray, k: int) -> tuple
     return idx, np.take_along_axis(sims, idx, axis=1)
 
 
+class ArrayFlat:
+    """Exact search over the vectors where they already are (RAM or a memory-mapped file).
+
+    A faiss ``IndexFlat`` copies every vector into itself, so the database would be held twice
+    (the caller's embeddings and the index's); ``faiss.knn`` runs the same exhaustive BLAS search
+    on the caller's array. ``to_faiss()`` makes the real index (to save it)."""
+
+    is_trained = True
+
+    def __init__(self, vectors: np.ndarray, metric: str = "ip"):
+        self.xb, self.metric = vectors, metric
+        self.ntotal, self.d = int(vectors.shape[0]), int(vectors.shape[1])
+
+    def _faiss_metric(self):
+        import faiss
+
+        return faiss.METRIC_INNER_PRODUCT if self.metric == "ip" else faiss.METRIC_L2
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        return faiss.knn(queries, self.xb, k, metric=self._faiss_metric())
+
+    def to_faiss(self):
+        import faiss
+
+        index = faiss.IndexFlat(self.d, self._faiss_metric())
+        for i in range(0, self.ntotal, ADD_CHUNK):
+            index.add(_as_float32(self.xb[i:i + ADD_CHUNK]))
+        return index
+
+
 class SearchIndex:
     """A faiss index over unit vectors plus the ids (gids) of its rows."""
 
@@ -116,6 +148,8 @@ class SearchIndex:
         import faiss
 
         base = self.index
+        if isinstance(base, ArrayFlat):
+            return
         if self.nprobe is not None:
             try:
                 faiss.extract_index_ivf(base).nprobe = int(self.nprobe)
@@ -169,7 +203,7 @@ class SearchIndex:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        index = self.index
+        index = self.index.to_faiss() if isinstance(self.index, ArrayFlat) else self.index
         if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
             index = faiss.index_gpu_to_cpu(index)
         faiss.write_index(index, str(folder / "index.faiss"))
@@ -235,6 +269,8 @@ def build_index(vectors: np.ndarray, ids: Any = None, kind: str = "flat", use_gp
     if metric not in ("ip", "l2"):
         raise ValueError(f"metric is 'ip' (inner product) or 'l2' (Euclidean), not {metric!r}")
     spec = factory_string(kind, n)
+    if spec == "Flat" and not (use_gpu is True or (use_gpu == "auto" and gpu_available())):
+        return SearchIndex(ArrayFlat(_as_float32(x), metric), ids, spec, metric=metric)  # no copy when float32
     index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
     if "HNSW" in spec and ef_search is None:
         ef_search = 128
