@@ -277,7 +277,7 @@ def _selection_score(row: dict[str, Any]) -> float:
 
 def _state_for_resume(cfg: Config) -> dict[str, Any]:
     d = cfg.to_dict()
-    for k in ("max_train_minutes", "num_workers", "train_workers", "embed_batch_size"):
+    for k in ("max_train_minutes", "num_workers", "train_workers", "embed_batch_size", "skip_bad_images"):
         d.pop(k, None)
     return d
 
