@@ -109,3 +109,21 @@ def test_a_killed_embedding_resumes_from_its_last_shard_with_identical_vectors(c
     # a different setting (mirror) is another cache, never the stale vectors
     mirrored = embed_cached(model, images, "d", tmp_path, model_key="m", shard_rows=6, mirror=True, **kw)
     assert not np.allclose(mirrored, resumed)
+
+
+def test_without_a_cache_every_read_decodes_the_files(ci_competition, tmp_path):
+    from tmr_lib.config import get_config
+    from tmr_lib.images import DecodedFiles, image_store
+
+    paths = _paths(ci_competition)
+    cached = ImageStore.load(paths, 32, tmp_path, num_workers=0, progress=False)
+    files = ImageStore.load(paths, 32, None, from_files=True)
+    assert isinstance(files.images, DecodedFiles) and files.streamed and not list(tmp_path.glob("*.tmp*"))
+    assert torch.equal(files.get(paths[::-1]), cached.get(paths[::-1]))
+    lazy = files.images_of([paths[2], paths[2]])
+    assert isinstance(lazy, DecodedFiles) and torch.equal(lazy.to_tensor(), cached.get([paths[2]] * 2))
+    store = image_store(get_config("ci", cache_images=False), ci_competition, progress=False)
+    assert isinstance(store.images, DecodedFiles) and len(store) > len(paths)
+    model, _ = build_encoder("mobilenetv3_small_050", embed_dim=16, image_size=32, seed=0)
+    np.testing.assert_allclose(embed_images(model, files.images_of(paths), batch_size=7, progress=False),
+                               embed_images(model, cached.images_of(paths), batch_size=7, progress=False), atol=1e-6)

@@ -89,6 +89,9 @@ class Config:
     #: leave out missing / empty / undecodable images instead of stopping (``--skip-bad-images``): train
     #: rows and cites dropped, test queries embedded as blank white images (tmr_lib.badimages)
     skip_bad_images: bool = False
+    #: decoded images cached on disk beside the data and read by rows (False: decoded from the image
+    #: files at every read: no disk, more CPU; for a register whose cache will not fit, see `tmr plan`)
+    cache_images: bool = True
     #: augmentation processes beside the model while training (None: ``num_workers``; on a CPU at most 1)
     train_workers: int | None = None
 

@@ -269,9 +269,8 @@ def embed_cached(model: torch.nn.Module, images, data_key: str, cache_dir: str |
 
 def _rows_view(images, a: int, b: int):
     """Rows a..b without reading them (a tensor slice is a view; a file's rows are read per batch)."""
-    from .images import ImageFile
-
-    return images.view(slice(a, b)) if isinstance(images, ImageFile) else images[a:b]
+    return images.view(slice(a, b)) if hasattr(images, "view") and not isinstance(images, torch.Tensor) \
+        else images[a:b]
 
 
 def _manifest_done(folder: Path, spec: dict) -> set[int]:

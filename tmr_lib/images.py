@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["ImageStore", "ImageFile", "image_store", "cache_dir", "resize_uint8", "decode_to_file"]
+__all__ = ["ImageStore", "ImageFile", "DecodedFiles", "image_store", "cache_dir", "resize_uint8", "decode_to_file"]
 
 
 from .paths import cache_dir  # noqa: E402 - decoded images live beside the participant folder, never inside it
@@ -41,13 +41,14 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
 def image_store(cfg, comp, progress: bool = True, cache: bool = True) -> ImageStore:
     """Every image the pipeline needs (train pairs, cites, test queries) decoded once at cfg.image_size.
 
-    ``cache=True``: on disk beside the competition, read by rows; ``False``: decoded into RAM."""
+    ``cache=True``: on disk beside the competition, read by rows; ``False``: decoded into RAM;
+    ``cfg.cache_images=False``: no cache, decoded from the files at every read (:class:`DecodedFiles`)."""
     paths = (list(comp.train["path"]) + list(comp.train["cite_path"]) + list(comp.cite["path"])
              + list(comp.test["path"]))
     return ImageStore.load(paths, cfg.image_size, cache_dir(comp.root) if cache else None,
                            num_workers=cfg.num_workers, progress=progress, desc="decode images",
                            trim_fallback=getattr(cfg, "trim_fallback", False),
-                           blank=getattr(comp, "blank_paths", ()))
+                           blank=getattr(comp, "blank_paths", ()), from_files=not getattr(cfg, "cache_images", True))
 
 
 # ----------------------------------------------------------------------------------------
@@ -164,6 +165,57 @@ def _pread_into(fd: int, out: np.ndarray, offset: int, path: Path) -> None:
             raise OSError(f"{path} ends early (truncated?): delete it to decode the images again")
         view[done:done + len(chunk)] = chunk
         done += len(chunk)
+
+
+class DecodedFiles:
+    """The same rows as an :class:`ImageFile`, decoded from the image files at every read.
+
+    For a register whose decoded cache will not fit on disk (800k cites at 384 px: 367 GB): no
+    cache, more CPU (every epoch and every embedding pass decodes again, as the 2nd place did).
+    Reads decode in a few threads (PIL releases the GIL); training reads run in DataLoader workers."""
+
+    dtype = torch.uint8
+
+    def __init__(self, paths: Sequence[str], size: int, trim_fallback: bool = False, blank: Sequence[str] = (),
+                 rows: np.ndarray | None = None, threads: int = 4):
+        self.paths, self.size, self.trim_fallback = list(paths), size, trim_fallback
+        self.blank = frozenset(str(p) for p in blank)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.row_shape, self.threads = (3, size, size), threads
+
+    path = Path("<the image files>")  #: named in errors
+    shape = ImageFile.shape
+    numel = ImageFile.numel
+
+    def __len__(self) -> int:
+        return len(self.paths) if self.rows is None else len(self.rows)
+
+    row_bytes = property(lambda self: 3 * self.size * self.size)
+    _index = ImageFile._index
+    __getitem__ = ImageFile.__getitem__
+    to_tensor = ImageFile.to_tensor
+
+    def view(self, index) -> DecodedFiles:
+        idx = self._index(index)
+        return DecodedFiles(self.paths, self.size, self.trim_fallback, self.blank,
+                            idx if self.rows is None else self.rows[idx], self.threads)
+
+    def read(self, idx: np.ndarray) -> torch.Tensor:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .embed import MarkDataset
+
+        phys = idx if self.rows is None else self.rows[idx]
+        ds = MarkDataset([self.paths[i] for i in phys], self.size, self.trim_fallback, self.blank)
+        if len(ds) == 0:
+            return torch.empty((0, *self.row_shape), dtype=torch.uint8)
+        if self.threads > 1 and len(ds) > 4:
+            with ThreadPoolExecutor(self.threads) as pool:
+                return torch.stack(list(pool.map(ds.__getitem__, range(len(ds)))))
+        return torch.stack([ds[i] for i in range(len(ds))])
+
+    def __repr__(self) -> str:
+        return f"DecodedFiles({len(self)} images at {self.size} px, decoded at every read)"
 
 
 # ----------------------------------------------------------------------------------------
@@ -307,11 +359,14 @@ class ImageStore:
     @classmethod
     def load(cls, paths: Sequence[str | os.PathLike], size: int, cache_dir: str | os.PathLike | None = None,
              num_workers: int = 2, progress: bool = True, desc: str = "decode",
-             trim_fallback: bool = False, blank: Sequence[str] = ()) -> ImageStore:
-        """Decode ``paths`` once; with ``cache_dir`` the rows stay on disk (streamed), else in RAM."""
+             trim_fallback: bool = False, blank: Sequence[str] = (), from_files: bool = False) -> ImageStore:
+        """Decode ``paths`` once; with ``cache_dir`` the rows stay on disk (streamed), else in RAM;
+        ``from_files``: no cache at all, every read decodes the files (:class:`DecodedFiles`)."""
         from .embed import images_key, load_images
 
         unique = list(dict.fromkeys(str(p) for p in paths))
+        if from_files:
+            return cls(unique, DecodedFiles(unique, size, trim_fallback, blank), trim_fallback)
         if cache_dir is None:
             return cls(unique, load_images(unique, size, None, num_workers=num_workers, progress=progress,
                                            desc=desc, trim_fallback=trim_fallback, blank=blank), trim_fallback)
@@ -325,8 +380,8 @@ class ImageStore:
 
     @property
     def streamed(self) -> bool:
-        """True when rows are read from a file on demand (not held in RAM)."""
-        return isinstance(self.images, ImageFile)
+        """True when rows are read on demand (from the cache file or the image files), not held in RAM."""
+        return isinstance(self.images, (ImageFile, DecodedFiles))
 
     def __len__(self) -> int:
         return len(self.paths)

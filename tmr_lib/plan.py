@@ -615,6 +615,9 @@ class Plan:
             out.append(f"disk: {_gb(self.disk_needed)} needed, {_gb(self.disk)} free "
                        f"(short by {_gb(self.disk_needed - self.disk)}); the decoded image cache is "
                        f"{_gb(self.row('decoded image cache (disk)').value)}")
+            if getattr(cfg, "cache_images", True):
+                alt("--set cache_images=false (no cache: every epoch and pass decodes the files again; "
+                    "more CPU, as the 2nd place did)", cfg.replace(cache_images=False), "disk")
             for size in (cfg.image_size * 3 // 4, cfg.image_size // 2):
                 size = max(32, size // 16 * 16)
                 if size < cfg.image_size:
@@ -663,8 +666,10 @@ def plan(cfg: Config, counts: Counts, costs: Costs, ram_gb: float | None = None,
 
     # -- disk ------------------------------------------------------------------------------
     cache = sum(distinct * 3 * s * s + NPY_HEADER for s in sizes)
-    rows.append(Row("disk", "decoded image cache (disk)", cache,
-                    " + ".join(f"{distinct:,} images x 3x{s}x{s} B + {NPY_HEADER} B header" for s in sizes)))
+    cache_how = " + ".join(f"{distinct:,} images x 3x{s}x{s} B + {NPY_HEADER} B header" for s in sizes)
+    if not getattr(cfg, "cache_images", True):
+        cache, cache_how = 0.0, "cache_images=False: decoded from the files at every read (no cache)"
+    rows.append(Row("disk", "decoded image cache (disk)", cache, cache_how))
     emb_disk = counts.embedded_rows * d * 4.0 + 4 * NPY_HEADER
     rows.append(Row("disk", "embeddings (disk)", emb_disk,
                     f"{counts.embedded_rows:,} rows (test + cites + 2 x train) x {d}-d x 4 B, per trained model set"))

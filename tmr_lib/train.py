@@ -277,7 +277,8 @@ def _selection_score(row: dict[str, Any]) -> float:
 
 def _state_for_resume(cfg: Config) -> dict[str, Any]:
     d = cfg.to_dict()
-    for k in ("max_train_minutes", "num_workers", "train_workers", "embed_batch_size", "skip_bad_images"):
+    for k in ("max_train_minutes", "num_workers", "train_workers", "embed_batch_size", "skip_bad_images",
+              "cache_images"):
         d.pop(k, None)
     return d
 
@@ -310,7 +311,8 @@ class PairData:
             if cfg.extra_cite_pairs:
                 need += list(comp.cite["path"])
             store = ImageStore.load(need, cfg.image_size, cache_dir, num_workers=cfg.num_workers,
-                                    progress=progress, desc="decode images", trim_fallback=cfg.trim_fallback)
+                                    progress=progress, desc="decode images", trim_fallback=cfg.trim_fallback,
+                                    from_files=not cfg.cache_images)
         if store.size != cfg.image_size:
             raise ValueError(f"image store holds {store.size} px images, config wants {cfg.image_size}")
         pair_items = np.stack([store.rows(list(tr["path"])), store.rows(list(tr["cite_path"])),
