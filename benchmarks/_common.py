@@ -48,6 +48,17 @@ def competition_dir(data: str | None, quick: bool) -> str:
                      "about 16 minutes), or pass --data with another competition")
 
 
+def commit() -> str:
+    """The short commit the figures were measured on (written into every results file)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def parser(doc: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, runs in well under a minute (for the tests)")

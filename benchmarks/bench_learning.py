@@ -13,23 +13,14 @@ Figures go to benchmarks/RESULTS.md and benchmarks/results/learning.json (commit
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
-from _common import ROOT, Report, parser
+from _common import ROOT, Report, commit, parser
 
 RESULTS_JSON = ROOT / "benchmarks" / "results" / "learning.json"
 #: the steps issue 14 counts ("at least 3 with a 95 % interval above 0")
 COUNTED_STEPS = ("strong", "memory", "folds", "second", "labels", "post")
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _recall(m: dict) -> float:
@@ -150,7 +141,7 @@ def main() -> None:
     if json_path != "-":
         path = Path(json_path)
         old = json.loads(path.read_text()) if path.is_file() else {}
-        old.update({k: {"figures": v, "commit": _commit(), "recipe": cfg.name, "pretrained": cfg.pretrained,
+        old.update({k: {"figures": v, "commit": commit(), "recipe": cfg.name, "pretrained": cfg.pretrained,
                         "seeds": {"config": cfg.seed, "bootstrap": 0, "contest_split": 0},
                         "wall_s": round(time.time() - t0, 1)} for k, v in figures.items()})
         path.parent.mkdir(parents=True, exist_ok=True)

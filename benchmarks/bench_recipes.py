@@ -21,13 +21,12 @@ Figures go to benchmarks/RESULTS.md and benchmarks/results/second_place.json (co
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 
-from _common import ROOT, Report, parser
+from _common import ROOT, Report, commit, parser
 
 RESULTS_JSON = ROOT / "benchmarks" / "results" / "second_place.json"
 
@@ -128,14 +127,6 @@ def part_train(report: Report, data: str, pretrained: str | None, quick: bool) -
     return out
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--part", choices=("postprocess", "train", "all"), default="postprocess")
@@ -160,7 +151,7 @@ def main() -> None:
     if json_path != "-":
         path = Path(json_path)
         old = json.loads(path.read_text()) if path.is_file() else {}
-        old.update({k: {"figures": v, "commit": _commit(), "seeds": [0], "quick": args.quick,
+        old.update({k: {"figures": v, "commit": commit(), "seeds": [0], "quick": args.quick,
                         "wall_s": round(time.time() - t0, 1)} for k, v in figures.items()})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(old, indent=2, default=str) + "\n")

@@ -449,16 +449,10 @@ def index_bytes(kind: str, n: int, d: int) -> tuple[float, str]:
 
 
 def _factory_string(kind: str, n: int) -> str:
-    """tmr_lib.search.factory_string, copied here so the plan needs no numpy/faiss import."""
-    low = kind.strip().lower()
-    if low in ("flat", "exact", "ip", "flatip"):
-        return "Flat"
-    if low == "hnsw":
-        return "HNSW32"
-    if low == "ivf":
-        nlist = int(max(1, min(65536, 4 * math.sqrt(max(n, 1)))))
-        return f"IVF{min(nlist, max(1, n // 39))},Flat"
-    return kind.strip()
+    """tmr_lib.search.factory_string (imported when a plan is made: `tmr --help` stays free of numpy)."""
+    from .search import factory_string
+
+    return factory_string(kind, n)
 
 
 @dataclass
