@@ -353,8 +353,8 @@ def argparse_hidden() -> str:
 def _run(args) -> None:
     sizes = SIZES["quick" if args.quick else "full"]
     if args.quick:
-        args.train_minutes, args.train_pairs = min(args.train_minutes, 0.1), min(args.train_pairs, 40)
-        args.val_distractors = min(args.val_distractors, 100)
+        args.train_minutes, args.train_pairs = min(args.train_minutes, 0.02), min(args.train_pairs, 16)
+        args.val_distractors = min(args.val_distractors, 20)
     report = Report("Real scale: bounded memory, streaming, resume", args.quick, args.results)
     model = untrained_model(BENCH_DIR / "scale-model")
     figures, t0 = {"sizes": list(sizes)}, time.time()

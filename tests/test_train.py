@@ -69,6 +69,24 @@ def test_train_writes_history_best_checkpoint_and_resumes(ci_competition, tmp_pa
     torch.testing.assert_close(again.model(x), r.model(x))
 
 
+def test_a_fresh_run_killed_early_never_leaves_an_older_finished_checkpoint(ci_competition, tmp_path):
+    """A run restarted with other settings writes its epoch-0 best.safetensors at once; killed then, the
+    older finished last.pt must not survive beside it (a later resume would pair them: found in the ladder)."""
+    cfg = get_config("ci", epochs=1)
+    r = train_encoder(cfg, ci_competition, tmp_path, fold=0, progress=False, log=lambda s: None)
+    assert (r.run_dir / "last.pt").is_file()
+
+    class Killed(Exception):
+        pass
+
+    def kill(msg):
+        if msg.startswith("[train] epoch 0"):
+            raise Killed
+    with pytest.raises(Killed):
+        train_encoder(cfg.replace(lr=cfg.lr * 2), ci_competition, tmp_path, fold=0, progress=False, log=kill)
+    assert not (r.run_dir / "last.pt").exists()
+
+
 def test_fine_tuning_can_keep_batchnorm_statistics_and_early_layers(ci_competition, tmp_path):
     from tmr_lib.encoder import build_encoder
 

@@ -488,6 +488,8 @@ def train_encoder(cfg: Config, comp, out_dir: str | os.PathLike, fold: int | Non
     ckpt = Checkpoints(run_dir, cfg, fold, weights)
     if resume and ckpt.resume(model, loss_fn, optimizer, scaler, state, device, log):
         rng = np.random.default_rng(cfg.seed + 1000 * ckpt.next_epoch)
+    elif dist.is_main():  # a fresh run: an older last.pt must never be paired with this run's best
+        ckpt.last_path.unlink(missing_ok=True)
 
     if ckpt.next_epoch == 0 and not ckpt.history and data.validator.enabled and cfg.epochs > 0:
         # epoch 0: the starting weights, so the curve starts where training starts and the best
