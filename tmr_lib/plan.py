@@ -121,8 +121,9 @@ REFERENCE_COSTS: dict[tuple, Figure] = {
                                     "images are larger: decode is slower there (--measure on them)"),
     ("decode", 384): Figure(510.0, "measured: the same 64 JPEGs at 384 px, one process, kit's 2-core machine"),
     ("embed", "cpu", "mobilenetv3_large_100", 112): Figure(
-        791.0, "measured: benchmarks/RESULTS.md, batch 16, 2 torch threads, 2 cores (251 img/s with 1 thread "
-               "re-measured here while another benchmark held the cores)"),
+        462.0, "measured: `tmr demo`'s predict stage on 2 cores, 2026-12-06 (17,960 rows read from the "
+               "decoded-image file, embedded at batch 16, searched and post-processed in 38.9 s; the model "
+               "alone reaches 791 img/s on cached images: benchmarks/RESULTS.md)"),
     ("train", "cpu", "mobilenetv3_large_100", 112): Figure(
         190.0, "measured: cpu recipe on 2 cores (tmr_lib/config.py: 195 img/s, model threads, 70 % frozen)"),
     ("embed", "cuda", "swin_large_patch4_window12_384", 384): Figure(
@@ -141,7 +142,7 @@ REFERENCE_COSTS: dict[tuple, Figure] = {
 }
 
 #: GMAC/s an unlisted backbone is assumed to run at, from the listed ones (same device): the cpu figure
-#: is mobilenetv3_large_100's (791 img/s x 0.0575 GMAC at 112 px), the cuda one between Swin-L (41,600)
+#: is mobilenetv3_large_100's (model alone: 791 img/s x 0.0575 GMAC at 112 px), the cuda one between Swin-L (41,600)
 #: and ConvNeXt-B (63,300) under the assumptions above.
 GMACS_PER_S = {"cpu": 45.0, "cuda": 50_000.0}
 #: tiny models are bound by the input pipeline, not by multiply-adds (an assumption)
