@@ -59,6 +59,27 @@ def commit() -> str:
         return "unknown"
 
 
+def write_results(entries: dict, default: Path, choice: str | None, quick: bool) -> Path | None:
+    """Merge ``entries`` (top-level keys, e.g. one per part) into a committed results JSON, atomically.
+
+    ``choice`` is the script's ``--json``: a path, '-' to skip, or None for ``default`` (never written
+    by a --quick run, whose figures are not the ones to keep)."""
+    import json
+
+    target = choice or ("-" if quick else str(default))
+    if target == "-":
+        return None
+    path = Path(target)
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    old.update(entries)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(old, indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+    return path
+
+
 def parser(doc: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, runs in well under a minute (for the tests)")

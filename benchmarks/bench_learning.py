@@ -12,11 +12,10 @@ Figures go to benchmarks/RESULTS.md and benchmarks/results/learning.json (commit
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from _common import ROOT, Report, commit, parser
+from _common import ROOT, Report, commit, parser, write_results
 
 RESULTS_JSON = ROOT / "benchmarks" / "results" / "learning.json"
 #: the steps issue 14 counts ("at least 3 with a 95 % interval above 0")
@@ -137,16 +136,10 @@ def main() -> None:
     report.note(f"recipe {cfg.name} from {cfg.pretrained}; seeds: config {cfg.seed}, bootstrap 0 (1,000 resamples), "
                 "contest split 0")
     report.finish()
-    json_path = args.json or ("-" if args.quick else str(RESULTS_JSON))
-    if json_path != "-":
-        path = Path(json_path)
-        old = json.loads(path.read_text()) if path.is_file() else {}
-        old.update({k: {"figures": v, "commit": commit(), "recipe": cfg.name, "pretrained": cfg.pretrained,
-                        "seeds": {"config": cfg.seed, "bootstrap": 0, "contest_split": 0},
-                        "wall_s": round(time.time() - t0, 1)} for k, v in figures.items()})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(old, indent=2, default=str, ensure_ascii=False) + "\n")
-        print(f"wrote {path}")
+    write_results({k: {"figures": v, "commit": commit(), "recipe": cfg.name, "pretrained": cfg.pretrained,
+                       "seeds": {"config": cfg.seed, "bootstrap": 0, "contest_split": 0},
+                       "wall_s": round(time.time() - t0, 1)} for k, v in figures.items()},
+                  RESULTS_JSON, args.json, args.quick)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,12 @@ Figures go to benchmarks/RESULTS.md and benchmarks/results/second_place.json (co
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from _common import ROOT, Report, commit, parser
+from _common import ROOT, Report, commit, parser, write_results
 
 RESULTS_JSON = ROOT / "benchmarks" / "results" / "second_place.json"
 
@@ -147,15 +146,9 @@ def main() -> None:
         data = competition_dir(data, args.quick)
         figures["train"] = part_train(report, data, args.pretrained, args.quick)
     report.finish()
-    json_path = args.json or ("-" if args.quick else str(RESULTS_JSON))
-    if json_path != "-":
-        path = Path(json_path)
-        old = json.loads(path.read_text()) if path.is_file() else {}
-        old.update({k: {"figures": v, "commit": commit(), "seeds": [0], "quick": args.quick,
-                        "wall_s": round(time.time() - t0, 1)} for k, v in figures.items()})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(old, indent=2, default=str) + "\n")
-        print(f"wrote {path}")
+    write_results({k: {"figures": v, "commit": commit(), "seeds": [0], "quick": args.quick,
+                       "wall_s": round(time.time() - t0, 1)} for k, v in figures.items()},
+                  RESULTS_JSON, args.json, args.quick)
 
 
 if __name__ == "__main__":

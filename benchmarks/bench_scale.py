@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import BENCH_DIR, ROOT, PeakMemory, Report, commit, gib, parser  # noqa: E402
+from _common import BENCH_DIR, ROOT, PeakMemory, Report, commit, gib, parser, write_results  # noqa: E402
 
 RESULTS_JSON = ROOT / "benchmarks" / "results" / "scale.json"
 SIZES = {"full": (50_000, 200_400), "quick": (300, 1_200)}
@@ -406,12 +406,8 @@ def _run(args) -> None:
                 "share; predict = embed all cites and test queries + faiss + search + post-processing with an "
                 "untrained `cpu` encoder (the data path, not the accuracy).")
     report.finish()
-    path = args.json or ("-" if args.quick else str(RESULTS_JSON))
-    if path != "-":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({"figures": figures, "commit": commit(), "wall_s": round(time.time() - t0),
-                                          "seeds": {"build": 0, "model": 0}}, indent=2, default=str) + "\n")
-        print(f"wrote {path}")
+    write_results({"figures": figures, "commit": commit(), "wall_s": round(time.time() - t0),
+                   "seeds": {"build": 0, "model": 0}}, RESULTS_JSON, args.json, args.quick)
 
 
 if __name__ == "__main__":

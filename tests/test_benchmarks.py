@@ -62,3 +62,20 @@ def test_results_dash_prints_only(tmp_path):
     rep.row("x", 2.0, 4.0, "s", ratio=2.0, target=">= 2x", ok=True)
     text = rep.finish()
     assert "| x | 2.00 s | 4.00 s | 2.00x | >= 2x | yes |" in text
+
+
+def test_results_json_is_merged_by_part_and_never_written_by_quick(tmp_path):
+    import json
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from _common import write_results
+    finally:
+        sys.path.remove(str(BENCH))
+    path = tmp_path / "results" / "x.json"
+    assert write_results({"demo": {"r": 1}}, path, None, quick=True) is None and not path.exists()
+    write_results({"demo": {"r": 1}}, path, None, quick=False)
+    write_results({"ladder": {"r": "日本"}}, path, None, quick=False)  # another part keeps the first
+    assert json.loads(path.read_text(encoding="utf-8")) == {"demo": {"r": 1}, "ladder": {"r": "日本"}}
+    assert write_results({"demo": {}}, path, "-", quick=False) is None
+    assert not list(path.parent.glob("*.tmp"))
